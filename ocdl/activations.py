@@ -1,0 +1,90 @@
+"""Activation functions σ and their derivatives σ', written once for every array library.
+
+Each formula is written against a small namespace ``xp`` (see :mod:`ocdl.xp`) so that NumPy,
+PyTorch and CasADi evaluate the *same* expression. ``monotone`` says whether σ is non-decreasing
+(the hypothesis of the stability estimate) and ``L`` is sup σ' (used by h ≤ 2/(L‖K‖²)).
+
+    tanh        σ = tanh x                      σ' = 1 − tanh² x
+    relu        σ = max(x, 0)                   σ' = [x > 0]
+    leaky-relu  σ = max(x, 0) + 0.01 min(x, 0)  σ' = 0.01 + 0.99 [x > 0]
+    softplus    σ = max(x, 0) + log1p(e^{−|x|}) σ' = S(x)            (stable for all x)
+    sigmoid     σ = S(x) = ½(1 + tanh(x/2))     σ' = S(x)(1 − S(x))  (stable for all x)
+    hardtanh    σ = min(max(x, −1), 1)          σ' = [|x| < 1]
+    identity    σ = x                           σ' = 1
+    sin         σ = sin x                       σ' = cos x           (not monotone)
+    xtanh       σ = x tanh x                    σ' = tanh x + x(1 − tanh² x)  (not monotone)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ocdl.errors import OcdlError
+
+__all__ = ["Activation", "get", "names", "ACTIVATIONS"]
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    sigma: Callable  # (x, xp) -> σ(x)
+    dsigma: Callable  # (x, xp) -> σ'(x)
+    monotone: bool
+    L: float  # sup σ'
+
+
+def _sig(x, xp):
+    return 0.5 * (1.0 + xp.tanh(0.5 * x))
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation("tanh", lambda x, xp: xp.tanh(x), lambda x, xp: 1.0 - xp.tanh(x) ** 2, True, 1.0),
+        Activation("relu", lambda x, xp: xp.relu(x), lambda x, xp: xp.step(x), True, 1.0),
+        Activation(
+            "leaky-relu",
+            lambda x, xp: xp.relu(x) - 0.01 * xp.relu(-x),
+            lambda x, xp: 0.01 + 0.99 * xp.step(x),
+            True,
+            1.0,
+        ),
+        Activation(
+            "softplus",
+            lambda x, xp: xp.relu(x) + xp.log1p(xp.exp(-xp.abs(x))),
+            _sig,
+            True,
+            1.0,
+        ),
+        Activation("sigmoid", _sig, lambda x, xp: _sig(x, xp) * (1.0 - _sig(x, xp)), True, 0.25),
+        Activation(
+            "hardtanh",
+            lambda x, xp: xp.clip(x, -1.0, 1.0),
+            lambda x, xp: xp.step(x + 1.0) * xp.step(1.0 - x),
+            True,
+            1.0,
+        ),
+        Activation("identity", lambda x, xp: x, lambda x, xp: 0.0 * x + 1.0, True, 1.0),
+        Activation("sin", lambda x, xp: xp.sin(x), lambda x, xp: xp.cos(x), False, 1.0),
+        Activation(
+            "xtanh",
+            lambda x, xp: x * xp.tanh(x),
+            lambda x, xp: xp.tanh(x) + x * (1.0 - xp.tanh(x) ** 2),
+            False,
+            float("inf"),
+        ),
+    )
+}
+
+
+def names() -> list[str]:
+    return list(ACTIVATIONS)
+
+
+def get(name: str | Activation) -> Activation:
+    if isinstance(name, Activation):
+        return name
+    if name not in ACTIVATIONS:
+        raise OcdlError(f"unknown activation {name!r}; known: {', '.join(names())}")
+    return ACTIVATIONS[name]

@@ -1,0 +1,186 @@
+"""Seeded two-class data sets of the paper, and loading a user's CSV/NPZ.
+
+Labels are fixed first, then Gaussian noise is added to the points. Train and test sets are two
+independent draws (seeds spawned from one ``numpy.random.SeedSequence``).
+
+    donut1d  100-point grid of [−1, 1] (second coordinate 0); class 1 (a third) ∝ exp(−x²/0.02),
+             class 0 ∝ exp(−(|x| − 0.5)²/0.02); noise 0.1
+    donut2d  100×100 grid of [−1, 1]²; class 1 (half) ∝ exp(−r²/0.02),
+             class 0 ∝ exp(−(r − 0.5)²/0.02); noise 0.1
+    spiral   two one-turn spirals, radius linspace(0.1, 1), angle linspace(0.1, 2π),
+             class 1 shifted by π; noise 0.05
+    squares  uniform on [−0.7, 0.7]², label 1 where x₁x₂ > 0; noise 0.1
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ocdl.errors import OcdlError
+
+__all__ = ["Dataset", "make", "generate", "load_file", "DEFAULT_NOISE", "GENERATORS"]
+
+DEFAULT_NOISE = {"donut1d": 0.1, "donut2d": 0.1, "spiral": 0.05, "squares": 0.1}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Points ``X`` (n, dim) and labels ``c`` (n,) in {0, 1}, float64."""
+
+    X: np.ndarray
+    c: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.X.shape[1]
+
+
+def _draw_weighted(rng, points, weights, k):
+    p = weights / weights.sum()
+    return points[rng.choice(len(points), size=k, replace=True, p=p)]
+
+
+def _donut1d(rng, n):
+    grid = np.linspace(-1.0, 1.0, 100)
+    n1 = n // 3
+    x1 = _draw_weighted(rng, grid, np.exp(-grid**2 / 0.02), n1)
+    x0 = _draw_weighted(rng, grid, np.exp(-((np.abs(grid) - 0.5) ** 2) / 0.02), n - n1)
+    x = np.concatenate([x1, x0])
+    X = np.stack([x, np.zeros_like(x)], axis=1)
+    c = np.concatenate([np.ones(n1), np.zeros(n - n1)])
+    return X, c
+
+
+def _donut2d(rng, n):
+    g = np.linspace(-1.0, 1.0, 100)
+    G = np.stack(np.meshgrid(g, g, indexing="ij"), axis=-1).reshape(-1, 2)
+    r = np.linalg.norm(G, axis=1)
+    n1 = n // 2
+    X1 = _draw_weighted(rng, G, np.exp(-(r**2) / 0.02), n1)
+    X0 = _draw_weighted(rng, G, np.exp(-((r - 0.5) ** 2) / 0.02), n - n1)
+    c = np.concatenate([np.ones(n1), np.zeros(n - n1)])
+    return np.concatenate([X1, X0]), c
+
+
+def _spiral(rng, n):
+    n1 = n // 2
+    n0 = n - n1
+
+    def arm(k, shift):
+        r = np.linspace(0.1, 1.0, k)
+        a = np.linspace(0.1, 2 * np.pi, k) + shift
+        return np.stack([r * np.cos(a), r * np.sin(a)], axis=1)
+
+    X = np.concatenate([arm(n0, 0.0), arm(n1, np.pi)])
+    c = np.concatenate([np.zeros(n0), np.ones(n1)])
+    return X, c
+
+
+def _squares(rng, n):
+    X = rng.uniform(-0.7, 0.7, size=(n, 2))
+    c = (X[:, 0] * X[:, 1] > 0).astype(np.float64)
+    return X, c
+
+
+GENERATORS = {"donut1d": _donut1d, "donut2d": _donut2d, "spiral": _spiral, "squares": _squares}
+
+
+def generate(name: str, n: int, noise: float | None = None, rng: np.random.Generator | None = None) -> Dataset:
+    """One draw of ``n`` points of data set ``name`` (noise added after the labels)."""
+    if name not in GENERATORS:
+        raise OcdlError(f"unknown data set {name!r}; known: {', '.join(GENERATORS)}, file")
+    if n < 2:
+        raise OcdlError(f"data set {name!r}: need n ≥ 2, got {n}")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    X, c = GENERATORS[name](rng, n)
+    sd = DEFAULT_NOISE[name] if noise is None else noise
+    X = X + sd * rng.standard_normal(X.shape)
+    return Dataset(np.ascontiguousarray(X, dtype=np.float64), c.astype(np.float64))
+
+
+def _validate(X, c, source):
+    X = np.asarray(X)
+    c = np.asarray(c)
+    if X.ndim != 2:
+        raise OcdlError(f"{source}: features must be a 2-D array (samples × features), got shape {X.shape}")
+    if c.ndim != 1 or c.shape[0] != X.shape[0]:
+        raise OcdlError(f"{source}: {X.shape[0]} samples but labels of shape {c.shape}")
+    if X.shape[0] < 1:
+        raise OcdlError(f"{source}: no samples")
+    try:
+        X = X.astype(np.float64)
+        c = c.astype(np.float64)
+    except (TypeError, ValueError):
+        raise OcdlError(f"{source}: features and labels must be numeric") from None
+    if not np.all(np.isfinite(X)):
+        raise OcdlError(f"{source}: features contain NaN or inf")
+    if not np.all(np.isin(c, (0.0, 1.0))):
+        bad = c[~np.isin(c, (0.0, 1.0))][0]
+        raise OcdlError(f"{source}: labels must be 0 or 1, found {bad!r}")
+    return Dataset(np.ascontiguousarray(X), c)
+
+
+def load_file(path: str | Path) -> Dataset:
+    """Load features and 0/1 labels from ``.npz`` (arrays ``X`` and ``c``, or ``x``/``y``) or
+    ``.csv`` (numeric columns, the last one the label; a header line is skipped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise OcdlError(f"data file {str(p)!r} does not exist")
+    if p.suffix.lower() == ".npz":
+        try:
+            z = np.load(p)
+        except Exception as e:  # numpy raises several types for a corrupt file
+            raise OcdlError(f"data file {str(p)!r}: cannot read: {e}") from None
+        for kx, kc in (("X", "c"), ("x", "y"), ("X", "y"), ("features", "labels")):
+            if kx in z and kc in z:
+                return _validate(z[kx], z[kc], f"data file {str(p)!r}")
+        raise OcdlError(f"data file {str(p)!r}: needs arrays 'X' and 'c' (found {', '.join(z.files)})")
+    if p.suffix.lower() == ".csv":
+        lines = [ln for ln in p.read_text().splitlines() if ln.strip()]
+        if not lines:
+            raise OcdlError(f"data file {str(p)!r}: empty")
+        rows = []
+        for i, ln in enumerate(lines):
+            parts = [x.strip() for x in ln.split(",")]
+            try:
+                rows.append([float(x) for x in parts])
+            except ValueError:
+                if i == 0:
+                    continue  # header
+                raise OcdlError(f"data file {str(p)!r}: line {i + 1} is not numeric: {ln[:60]!r}") from None
+        if not rows or len({len(r) for r in rows}) != 1 or len(rows[0]) < 2:
+            raise OcdlError(f"data file {str(p)!r}: need rows of equal length with ≥ 1 feature and a label")
+        A = np.array(rows)
+        return _validate(A[:, :-1], A[:, -1], f"data file {str(p)!r}")
+    raise OcdlError(f"data file {str(p)!r}: unsupported format (use .csv or .npz)")
+
+
+def make(spec) -> tuple[Dataset, Dataset]:
+    """Train and test sets for a :class:`ocdl.problem.DataSpec` (independent seeded draws)."""
+    if spec.name == "file":
+        train = load_file(spec.path)
+        test = load_file(spec.test_path) if spec.test_path else train
+        if test.dim != train.dim:
+            raise OcdlError(f"data: train has {train.dim} features but test has {test.dim}")
+        return train, test
+    ss = np.random.SeedSequence(spec.seed)
+    r_train, r_test = (np.random.default_rng(s) for s in ss.spawn(2))
+    train = generate(spec.name, spec.n, spec.noise, r_train)
+    test = generate(spec.name, spec.n_test or spec.n, spec.noise, r_test)
+    return train, test
+
+
+def lift(X: np.ndarray, d: int) -> np.ndarray:
+    """Zero-pad points from their dimension to the network width d (the 'lift')."""
+    if X.shape[1] > d:
+        raise OcdlError(f"network width {d} is smaller than the data dimension {X.shape[1]}")
+    if X.shape[1] == d:
+        return X
+    return np.concatenate([X, np.zeros((X.shape[0], d - X.shape[1]))], axis=1)

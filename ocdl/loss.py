@@ -1,0 +1,42 @@
+"""Losses on the classifier output z = W y^[N] + μ, with the logistic hypothesis S.
+
+    S(z)      = 1/(1 + e^{−z}) = ½(1 + tanh(z/2))                 (stable for all z)
+    squared:  ℓ(z, c) = ½ (S(z) − c)²,       ∂ℓ/∂z = (S(z) − c) S(z)(1 − S(z))
+    logistic: ℓ(z, c) = log(1 + e^z) − c z,  ∂ℓ/∂z = S(z) − c
+              with log(1 + e^z) = max(z, 0) + log1p(e^{−|z|})        (stable for all z)
+
+E_loss = Σ_n ℓ(z_n, c_n), divided by n when ``mean``. Written once against an array namespace
+``xp`` (:mod:`ocdl.xp`) so that every engine evaluates the same expression.
+"""
+
+from __future__ import annotations
+
+
+def sigmoid(z, xp):
+    """S(z) = ½(1 + tanh(z/2))."""
+    return 0.5 * (1.0 + xp.tanh(0.5 * z))
+
+
+def softplus(z, xp):
+    """log(1 + e^z), stably."""
+    return xp.relu(z) + xp.log1p(xp.exp(-xp.abs(z)))
+
+
+def pointwise(kind: str, z, c, xp):
+    """ℓ(z, c) elementwise."""
+    if kind == "squared":
+        r = sigmoid(z, xp) - c
+        return 0.5 * r * r
+    if kind == "logistic":
+        return softplus(z, xp) - c * z
+    raise ValueError(f"unknown loss {kind!r}")
+
+
+def dpointwise(kind: str, z, c, xp):
+    """∂ℓ/∂z elementwise."""
+    S = sigmoid(z, xp)
+    if kind == "squared":
+        return (S - c) * S * (1.0 - S)
+    if kind == "logistic":
+        return S - c
+    raise ValueError(f"unknown loss {kind!r}")

@@ -1,0 +1,358 @@
+"""Butcher tableaux: validation, the registry, the symplectic partner and order conditions.
+
+A tableau (A, b, c) with s stages defines one step of size h of y' = f(y, u):
+
+    Y_i = y + h Σ_l a_il f(Y_l, u_i),     y⁺ = y + h Σ_i b_i f(Y_i, u_i),     c = A·1.
+
+The *symplectic partner* Ã used by the adjoint (costate) sweep is
+
+    ã_il = b_l − b_l a_li / b_i          (needs every b_i ≠ 0),
+
+so that b_i ã_il + b_l a_li − b_i b_l = 0 and the pair (A, b), (Ã, b) is a symplectic
+partitioned Runge–Kutta method (Sanz-Serna 2016; Hager 2000).
+
+Orders are computed from the order conditions up to order 4, in exact rational arithmetic when
+every entry is rational (``fractions.Fraction``), otherwise in floating point to 1e-12.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ocdl.errors import OcdlError
+
+__all__ = ["Tableau", "get", "names", "load", "REGISTRY"]
+
+_FLOAT_TOL = 1e-12
+MAX_ORDER = 4
+
+
+def _to_exact(x: Any) -> Fraction | None:
+    """A rational value of ``x`` if it has one with a modest denominator, else None."""
+    if isinstance(x, Fraction):
+        return x
+    if isinstance(x, bool):
+        raise OcdlError(f"tableau entry {x!r} is not a number")
+    if isinstance(x, int):
+        return Fraction(x)
+    if isinstance(x, str):
+        try:
+            return Fraction(x.strip())
+        except (ValueError, ZeroDivisionError):
+            raise OcdlError(f"tableau entry {x!r} is not a number or a fraction like '1/3'") from None
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return None
+        fr = Fraction(x).limit_denominator(10**6)
+        return fr if float(fr) == x else None
+    raise OcdlError(f"tableau entry {x!r} is not a number")
+
+
+def _to_float(x: Any) -> float:
+    if isinstance(x, str):
+        fr = _to_exact(x)
+        return float(fr)
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        raise OcdlError(f"tableau entry {x!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class Tableau:
+    """An immutable, validated Butcher tableau.
+
+    ``A`` (s×s), ``b`` (s), ``c`` (s) are read-only float64 arrays; ``exact`` holds the same
+    entries as Fractions (A rows, then b, then c) when every entry is rational, else None.
+    Build one with :meth:`Tableau.from_entries`, which validates.
+    """
+
+    name: str
+    A: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    exact: tuple | None = field(default=None, repr=False, compare=False)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_entries(cls, name: str, A: Sequence, b: Sequence, c: Sequence | None = None) -> "Tableau":
+        """Validate and build: A square s×s, len(b) = s, finite entries, rows of A sum to c."""
+        if not isinstance(name, str) or not name:
+            raise OcdlError("tableau: a name (non-empty string) is required")
+        try:
+            rows = [list(r) for r in A]
+        except TypeError:
+            raise OcdlError(f"tableau {name!r}: A must be a list of rows") from None
+        s = len(rows)
+        if s == 0:
+            raise OcdlError(f"tableau {name!r}: A is empty")
+        if any(len(r) != s for r in rows):
+            raise OcdlError(f"tableau {name!r}: A must be square, got rows of lengths {[len(r) for r in rows]}")
+        b = list(b)
+        if len(b) != s:
+            raise OcdlError(f"tableau {name!r}: len(b) = {len(b)} but A has {s} stages")
+        if c is not None:
+            c = list(c)
+            if len(c) != s:
+                raise OcdlError(f"tableau {name!r}: len(c) = {len(c)} but A has {s} stages")
+        Af = np.array([[_to_float(x) for x in r] for r in rows], dtype=np.float64)
+        bf = np.array([_to_float(x) for x in b], dtype=np.float64)
+        if not (np.all(np.isfinite(Af)) and np.all(np.isfinite(bf))):
+            raise OcdlError(f"tableau {name!r}: entries must be finite (found NaN or inf)")
+        exA = [[_to_exact(x) for x in r] for r in rows]
+        exb = [_to_exact(x) for x in b]
+        rational = all(x is not None for r in exA for x in r) and all(x is not None for x in exb)
+        row_sums_exact = [sum(r, Fraction(0)) for r in exA] if rational else None
+        if c is None:
+            cf = Af.sum(axis=1)
+            exc = row_sums_exact
+        else:
+            cf = np.array([_to_float(x) for x in c], dtype=np.float64)
+            if not np.all(np.isfinite(cf)):
+                raise OcdlError(f"tableau {name!r}: entries must be finite (found NaN or inf)")
+            exc = [_to_exact(x) for x in c]
+            if rational and all(x is not None for x in exc):
+                bad = [i for i in range(s) if row_sums_exact[i] != exc[i]]
+            else:
+                exc = None
+                bad = [i for i in range(s) if abs(Af[i].sum() - cf[i]) > 1e-12 * max(1.0, abs(cf[i]))]
+            if bad:
+                i = bad[0]
+                raise OcdlError(
+                    f"tableau {name!r}: row {i + 1} of A sums to {Af[i].sum():.17g}, not c_{i + 1} = {cf[i]:.17g}"
+                )
+        for arr in (Af, bf, cf):
+            arr.setflags(write=False)
+        exact = (tuple(tuple(r) for r in exA), tuple(exb), tuple(exc)) if (rational and exc is not None) else None
+        return cls(name=name, A=Af, b=bf, c=cf, exact=exact)
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def s(self) -> int:
+        """Number of stages."""
+        return self.A.shape[0]
+
+    @property
+    def explicit(self) -> bool:
+        """True when A is strictly lower triangular."""
+        return bool(np.all(np.triu(self.A) == 0.0))
+
+    @property
+    def has_partner(self) -> bool:
+        """The partner form exists iff every b_i ≠ 0."""
+        return bool(np.all(self.b != 0.0))
+
+    @property
+    def partner_A(self) -> np.ndarray | None:
+        """Ã with ã_il = b_l − b_l a_li / b_i, or None where some b_i = 0."""
+        if not self.has_partner:
+            return None
+        b, A = self.b, self.A
+        At = b[None, :] - b[None, :] * A.T / b[:, None]
+        At.setflags(write=False)
+        return At
+
+    def partner_residual(self) -> float:
+        """max_il |b_i ã_il + b_l a_li − b_i b_l| (zero up to round-off for the partner)."""
+        At = self.partner_A
+        if At is None:
+            return float("nan")
+        b = self.b
+        return float(np.max(np.abs(b[:, None] * At + b[None, :] * self.A.T - b[:, None] * b[None, :])))
+
+    # ----------------------------------------------------------------- orders
+    def _arith(self):
+        """(A, b, c, eq) in exact arithmetic where possible, else floats with a tolerance."""
+        if self.exact is not None:
+            A, b, c = ([list(r) for r in self.exact[0]], list(self.exact[1]), list(self.exact[2]))
+            return A, b, c, (lambda x, y: x == y), Fraction
+        A = self.A.tolist()
+        b = self.b.tolist()
+        c = self.c.tolist()
+        return A, b, c, (lambda x, y: abs(x - y) <= _FLOAT_TOL * max(1.0, abs(y))), float
+
+    def _conditions(self, oc: bool):
+        """Order conditions grouped by order: list over orders 1..4 of lists of (lhs, rhs)."""
+        A, b, c, eq, num = self._arith()
+        s = self.s
+        rng = range(s)
+        one = num(1)
+
+        def dot(u, v):
+            return sum((u[i] * v[i] for i in rng), num(0))
+
+        def Amul(v):
+            return [dot(A[i], v) for i in rng]
+
+        c2 = [x * x for x in c]
+        c3 = [x * x * x for x in c]
+        Ac = Amul(c)
+        conds = [
+            [(sum(b, num(0)), one)],
+        ]
+        if not oc:
+            conds.append([(dot(b, c), one / 2)])
+            conds.append([(dot(b, c2), one / 3), (dot(b, Ac), one / 6)])
+            bc = [b[i] * c[i] for i in rng]
+            conds.append([
+                (dot(b, c3), one / 4),
+                (dot(bc, Ac), one / 8),
+                (dot(b, Amul(c2)), one / 12),
+                (dot(b, Amul(Ac)), one / 24),
+            ])
+            return conds, eq
+        # Hager (2000): d_j = Σ_i b_i a_ij, all b_i > 0.
+        d = [sum((b[i] * A[i][j] for i in rng), num(0)) for j in rng]
+        dd_b = [d[j] * d[j] / b[j] for j in rng]
+        d_b = [d[j] / b[j] for j in rng]
+        conds.append([(sum(d, num(0)), one / 2)])
+        conds.append([
+            (dot(c, d), one / 6),
+            (dot(b, c2), one / 3),
+            (sum(dd_b, num(0)), one / 3),
+        ])
+        bc = [b[i] * c[i] for i in rng]
+        Ad_b = Amul(d_b)
+        conds.append([
+            (dot(b, c3), one / 4),
+            (dot(bc, Ac), one / 8),
+            (dot(d, c2), one / 12),
+            (dot(d, Ac), one / 24),
+            (dot(c, dd_b), one / 12),
+            (sum((d[j] ** 3 / b[j] ** 2 for j in rng), num(0)), one / 4),
+            (dot(bc, Ad_b), one * 5 / 24),
+            (dot(d, Ad_b), one / 8),
+        ])
+        return conds, eq
+
+    def _order(self, oc: bool) -> int:
+        conds, eq = self._conditions(oc)
+        p = 0
+        for group in conds:
+            if all(eq(lhs, rhs) for lhs, rhs in group):
+                p += 1
+            else:
+                break
+        return p
+
+    @property
+    def ode_order(self) -> int:
+        """Classical order (conditions checked up to order 4, so 4 means 'at least 4')."""
+        return self._order(oc=False)
+
+    @property
+    def oc_order(self) -> int | None:
+        """Order in optimal control after Hager (2000), up to 4; None unless every b_i > 0."""
+        if not np.all(self.b > 0.0):
+            return None
+        return self._order(oc=True)
+
+    # ----------------------------------------------------------------- output
+    def to_dict(self) -> dict:
+        """The JSON shape of ``ocdl tableau NAME --json``."""
+        At = self.partner_A
+        return {
+            "name": self.name,
+            "A": self.A.tolist(),
+            "b": self.b.tolist(),
+            "c": self.c.tolist(),
+            "explicit": self.explicit,
+            "partner_A": None if At is None else At.tolist(),
+            "ode_order": self.ode_order,
+            "oc_order": self.oc_order,
+        }
+
+    def __str__(self) -> str:
+        rows = [f"{self.c[i]:>9.6g} | " + " ".join(f"{x:>9.6g}" for x in self.A[i]) for i in range(self.s)]
+        rows.append("-" * len(rows[0]))
+        rows.append(" " * 9 + " | " + " ".join(f"{x:>9.6g}" for x in self.b))
+        return "\n".join(rows)
+
+
+def _F(x: str) -> Fraction:
+    return Fraction(x)
+
+
+def _make(name, A, b):
+    return Tableau.from_entries(name, [[_F(x) for x in r] for r in A], [_F(x) for x in b])
+
+
+REGISTRY: dict[str, Tableau] = {
+    t.name: t
+    for t in (
+        _make("euler", [["0"]], ["1"]),
+        _make("heun", [["0", "0"], ["1", "0"]], ["1/2", "1/2"]),
+        _make("midpoint", [["0", "0"], ["1/2", "0"]], ["0", "1"]),
+        _make("ralston2", [["0", "0"], ["2/3", "0"]], ["1/4", "3/4"]),
+        _make("kutta3", [["0", "0", "0"], ["1/2", "0", "0"], ["-1", "2", "0"]], ["1/6", "2/3", "1/6"]),
+        _make("ssprk3", [["0", "0", "0"], ["1", "0", "0"], ["1/4", "1/4", "0"]], ["1/6", "1/6", "2/3"]),
+        _make("ralston3", [["0", "0", "0"], ["1/2", "0", "0"], ["0", "3/4", "0"]], ["2/9", "1/3", "4/9"]),
+        _make(
+            "rk4",
+            [["0", "0", "0", "0"], ["1/2", "0", "0", "0"], ["0", "1/2", "0", "0"], ["0", "0", "1", "0"]],
+            ["1/6", "1/3", "1/3", "1/6"],
+        ),
+        _make(
+            "rk38",
+            [["0", "0", "0", "0"], ["1/3", "0", "0", "0"], ["-1/3", "1", "0", "0"], ["1", "-1", "1", "0"]],
+            ["1/8", "3/8", "3/8", "1/8"],
+        ),
+    )
+}
+
+_ALIASES = {
+    "improved-euler": "heun",
+    "improved_euler": "heun",
+    "kutta4": "rk4",
+    "resnet": "euler",
+    "explicit-midpoint": "midpoint",
+}
+
+
+def names() -> list[str]:
+    """Names of the registry tableaux, in registry order."""
+    return list(REGISTRY)
+
+
+def get(name: str | Tableau) -> Tableau:
+    """A registry tableau by name (aliases: improved-euler → heun, kutta4 → rk4)."""
+    if isinstance(name, Tableau):
+        return name
+    key = _ALIASES.get(str(name).lower(), str(name).lower())
+    if key not in REGISTRY:
+        raise OcdlError(f"unknown tableau {name!r}; known: {', '.join(names())} (or give a file)")
+    return REGISTRY[key]
+
+
+def load(path: str | Path) -> Tableau:
+    """A user tableau from a TOML or JSON file with keys ``name`` (optional), ``A``, ``b``, ``c``
+    (optional). Entries are numbers or fraction strings like ``"1/3"``."""
+    p = Path(path)
+    if not p.is_file():
+        raise OcdlError(f"tableau file {str(p)!r} does not exist")
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import tomllib
+
+            data = tomllib.loads(text)
+    except (ValueError, json.JSONDecodeError) as e:
+        raise OcdlError(f"tableau file {str(p)!r}: cannot parse: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise OcdlError(f"tableau file {str(p)!r}: expected a table with keys A, b (and c)")
+    unknown = set(data) - {"name", "A", "b", "c"}
+    if unknown:
+        raise OcdlError(f"tableau file {str(p)!r}: unknown key(s) {sorted(unknown)}; allowed: name, A, b, c")
+    for key in ("A", "b"):
+        if key not in data:
+            raise OcdlError(f"tableau file {str(p)!r}: missing key {key!r}")
+    return Tableau.from_entries(str(data.get("name", p.stem)), data["A"], data["b"], data.get("c"))

@@ -1,0 +1,90 @@
+"""Tiny array namespaces so that one formula serves NumPy, PyTorch and CasADi.
+
+Only the primitives the activations and losses need: tanh, exp, log1p, abs, sin, cos,
+relu = max(x, 0), step = [x > 0] (as a float), clip.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class _Numpy:
+    tanh = staticmethod(np.tanh)
+    exp = staticmethod(np.exp)
+    log1p = staticmethod(np.log1p)
+    abs = staticmethod(np.abs)
+    sin = staticmethod(np.sin)
+    cos = staticmethod(np.cos)
+
+    @staticmethod
+    def relu(x):
+        return np.maximum(x, 0.0)
+
+    @staticmethod
+    def step(x):
+        return (np.asarray(x) > 0).astype(np.float64)
+
+    @staticmethod
+    def clip(x, lo, hi):
+        return np.clip(x, lo, hi)
+
+
+class _Torch:
+    def __init__(self):
+        import torch
+
+        self.t = torch
+        self.tanh = torch.tanh
+        self.exp = torch.exp
+        self.log1p = torch.log1p
+        self.abs = torch.abs
+        self.sin = torch.sin
+        self.cos = torch.cos
+        self.relu = torch.relu
+
+    def step(self, x):
+        return (x > 0).to(x.dtype)
+
+    def clip(self, x, lo, hi):
+        return self.t.clamp(x, lo, hi)
+
+
+class _Casadi:
+    def __init__(self):
+        import casadi
+
+        self.ca = casadi
+        self.tanh = casadi.tanh
+        self.exp = casadi.exp
+        self.log1p = casadi.log1p
+        self.abs = casadi.fabs
+        self.sin = casadi.sin
+        self.cos = casadi.cos
+
+    def relu(self, x):
+        return self.ca.fmax(x, 0.0)
+
+    def step(self, x):
+        return x > 0  # CasADi comparisons evaluate to 1.0 / 0.0
+
+    def clip(self, x, lo, hi):
+        return self.ca.fmin(self.ca.fmax(x, lo), hi)
+
+
+NUMPY = _Numpy()
+_cache: dict = {}
+
+
+def torch():
+    """The PyTorch namespace (imported lazily)."""
+    if "torch" not in _cache:
+        _cache["torch"] = _Torch()
+    return _cache["torch"]
+
+
+def casadi():
+    """The CasADi namespace (imported lazily)."""
+    if "casadi" not in _cache:
+        _cache["casadi"] = _Casadi()
+    return _cache["casadi"]
