@@ -1,0 +1,3 @@
+from ocdl.cli import main
+
+raise SystemExit(main())
