@@ -32,6 +32,7 @@ class Activation:
     dsigma: Callable  # (x, xp) -> σ'(x)
     monotone: bool
     L: float  # sup σ'
+    dsigma_s: Callable | None = None  # σ' written through s = σ(x), where cheaper (tanh, sigmoid)
 
 
 def _sig(x, xp):
@@ -41,7 +42,9 @@ def _sig(x, xp):
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
-        Activation("tanh", lambda x, xp: xp.tanh(x), lambda x, xp: 1.0 - xp.tanh(x) ** 2, True, 1.0),
+        Activation(
+            "tanh", lambda x, xp: xp.tanh(x), lambda x, xp: 1.0 - xp.tanh(x) ** 2, True, 1.0, lambda s: 1.0 - s * s
+        ),
         Activation("relu", lambda x, xp: xp.relu(x), lambda x, xp: xp.step(x), True, 1.0),
         Activation(
             "leaky-relu",
@@ -57,7 +60,7 @@ ACTIVATIONS: dict[str, Activation] = {
             True,
             1.0,
         ),
-        Activation("sigmoid", _sig, lambda x, xp: _sig(x, xp) * (1.0 - _sig(x, xp)), True, 0.25),
+        Activation("sigmoid", _sig, lambda x, xp: _sig(x, xp) * (1.0 - _sig(x, xp)), True, 0.25, lambda s: s * (1.0 - s)),
         Activation(
             "hardtanh",
             lambda x, xp: xp.clip(x, -1.0, 1.0),

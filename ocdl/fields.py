@@ -1,13 +1,14 @@
 """Vector fields f(y, u), u = (K, β), and their vector–Jacobian products, for a batch of samples.
 
-Rows are samples: Y is (m, d), so K y + β reads ``Y @ K.T + beta``. Each field returns
-F = f(Y) and Z = Y Kᵀ + β; :meth:`vjp` gives, for a batch of co-vectors M (m, d),
+Column convention: a batch is Y ∈ R^{d×m} (samples are columns), so Z = K Y + β 1ᵀ.
+Each field returns (F, Z, S) with F = f(Y), S = σ(Z); :meth:`vjp` gives, for co-vectors
+M ∈ R^{d×m},
 
-    Jᵀ M = (∂_y f)ᵀ M,   and the parameter products (∂_K f)ᵀ M, (∂_β f)ᵀ M summed over samples.
+    Jᵀ M = (∂_y f)ᵀ M  (column by column),  and (∂_K f)ᵀ M, (∂_β f)ᵀ M summed over samples:
 
-    SigmaField     f = σ(K y + β):        Jᵀμ = Kᵀ(σ' ⊙ μ);  ∂K = Σ_n (σ'⊙μ) yᵀ;  ∂β = Σ_n σ'⊙μ
-    MonotoneField  f = −Kᵀσ(K y + β):     with q = σ' ⊙ (K μ):  Jᵀμ = −Kᵀ q;
-                                          ∂K = −Σ_n (σ μᵀ + q yᵀ);  ∂β = −Σ_n q
+    SigmaField     f = σ(K y + β):      G = σ'(Z) ⊙ M;  JᵀM = Kᵀ G;  ∂K = G Yᵀ;  ∂β = G 1
+    MonotoneField  f = −Kᵀσ(K y + β):   Q = σ'(Z) ⊙ (K M);  JᵀM = −Kᵀ Q;
+                                        ∂K = −(S Mᵀ + Q Yᵀ);  ∂β = −Q 1
 
 Works for NumPy arrays and torch tensors alike (``xp`` from :mod:`ocdl.xp`).
 """
@@ -15,40 +16,48 @@ Works for NumPy arrays and torch tensors alike (``xp`` from :mod:`ocdl.xp`).
 from __future__ import annotations
 
 from ocdl.activations import Activation
+from ocdl.errors import OcdlError
 
 
-class SigmaField:
+class _Field:
+    def __init__(self, act: Activation, xp):
+        self.act = act
+        self.xp = xp
+
+    def _pre(self, Y, K, beta):
+        if Y.shape[0] != K.shape[1]:
+            raise OcdlError(f"vector field: batch must be d×m (samples as columns), got {tuple(Y.shape)} for d = {K.shape[1]}")
+        Z = self.xp.affine(K, Y, beta)
+        return Z, self.act.sigma(Z, self.xp)
+
+    def dsigma(self, Z, S):
+        """σ'(Z), through S = σ(Z) where the activation allows it."""
+        return self.act.dsigma_s(S) if self.act.dsigma_s is not None else self.act.dsigma(Z, self.xp)
+
+
+class SigmaField(_Field):
     """f(y, (K, β)) = σ(K y + β)."""
 
-    def __init__(self, act: Activation, xp):
-        self.act = act
-        self.xp = xp
-
     def __call__(self, Y, K, beta):
-        Z = Y @ K.T + beta
-        return self.act.sigma(Z, self.xp), Z
+        Z, S = self._pre(Y, K, beta)
+        return S, Z, S
 
-    def vjp(self, Y, Z, K, M):
-        """(Jᵀ M, ∂K, ∂β) at stage values Y with Z = Y Kᵀ + β."""
-        G = self.act.dsigma(Z, self.xp) * M
-        return G @ K, G.T @ Y, G.sum(0)
+    def vjp(self, Y, Z, S, K, M):
+        """(Jᵀ M, ∂K, ∂β) at stage values Y with Z = K Y + β, S = σ(Z)."""
+        G = self.dsigma(Z, S) * M
+        return K.T @ G, G @ Y.T, G.sum(1)
 
 
-class MonotoneField:
+class MonotoneField(_Field):
     """f(y, (K, β)) = −Kᵀ σ(K y + β) (the monotone-σ flow of the stability estimate)."""
 
-    def __init__(self, act: Activation, xp):
-        self.act = act
-        self.xp = xp
-
     def __call__(self, Y, K, beta):
-        Z = Y @ K.T + beta
-        return -(self.act.sigma(Z, self.xp) @ K), Z
+        Z, S = self._pre(Y, K, beta)
+        return -(K.T @ S), Z, S
 
-    def vjp(self, Y, Z, K, M):
-        Q = self.act.dsigma(Z, self.xp) * (M @ K.T)
-        dK = -(self.act.sigma(Z, self.xp).T @ M) - Q.T @ Y
-        return -(Q @ K), dK, -Q.sum(0)
+    def vjp(self, Y, Z, S, K, M):
+        Q = self.dsigma(Z, S) * (K @ M)
+        return -(K.T @ Q), -(S @ M.T) - Q @ Y.T, -Q.sum(1)
 
 
 def make(family: str, act: Activation, xp):

@@ -1,7 +1,7 @@
 """Tiny array namespaces so that one formula serves NumPy, PyTorch and CasADi.
 
 Only the primitives the activations and losses need: tanh, exp, log1p, abs, sin, cos,
-relu = max(x, 0), step = [x > 0] (as a float), clip.
+relu = max(x, 0), step = [x > 0] (as a float), clip, and affine(K, Y, β) = K Y + β 1ᵀ.
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ class _Numpy:
     @staticmethod
     def relu(x):
         return np.maximum(x, 0.0)
+
+    @staticmethod
+    def affine(K, Y, beta):
+        """K Y + β 1ᵀ for a batch Y (d×m)."""
+        return K @ Y + beta[:, None]
 
     @staticmethod
     def step(x):
@@ -45,6 +50,10 @@ class _Torch:
 
     def step(self, x):
         return (x > 0).to(x.dtype)
+
+    def affine(self, K, Y, beta):
+        """K Y + β 1ᵀ (one fused addmm)."""
+        return self.t.addmm(beta[:, None], K, Y)
 
     def clip(self, x, lo, hi):
         return self.t.clamp(x, lo, hi)

@@ -33,7 +33,7 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
 
     ``form``: 'partner' (needs every b_i ≠ 0), 'unscaled', or 'auto' (partner where it exists).
     ``costates`` (if asked) is a dict with ``p`` (N+1, m, d) and ``P`` (N, s, m, d), the stage
-    costates P_i (μ_i / b_i; for the unscaled form the unscaled μ_i)."""
+    costates P_i (μ_i / b_i; for the unscaled form the unscaled μ_i), one row per sample."""
     prob = net.problem
     if form == "auto":
         form = "partner" if net.partner_coef is not None else "unscaled"
@@ -47,35 +47,32 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
         yN, states = net.forward(params, Y0, keep_states=True)
         z = net.logits(params, yN)
         kind = prob.objective.loss
-        scale = 1.0 / Y0.shape[0] if prob.objective.mean else 1.0
+        scale = 1.0 / Y0.shape[1] if prob.objective.mean else 1.0
         E = loss_mod.pointwise(kind, z, c, net.xp).sum() * scale + regulariser.value(prob, params)
         g = loss_mod.dpointwise(kind, z, c, net.xp) * scale  # ∂E/∂z_n
-        p = g[:, None] * params["W"][None, :]  # p^[N]
+        p = params["W"][:, None] * g[None, :]  # p^[N] = Wᵀ ℓ'(z), d×m
         grads = {k: torch.zeros_like(params[k]) for k in keys}
         if "W" in grads:
-            grads["W"] = yN.T @ g
+            grads["W"] = yN @ g
             grads["mu"] = g.sum()
-        gK = torch.zeros_like(params["K"])
-        gb = torch.zeros_like(params["beta"])
-        gh = torch.zeros_like(params["h"])
+        gK, gb, gh = [None] * N, [None] * N, [params["h"].new_zeros(())] * N  # per layer; stacked at the end
+        u = net.controls(params)
         if return_costates:
             p_all = [None] * (N + 1)
             p_all[N] = p
             P_all = [None] * N
+        hs = params["h"].tolist()
         for j in range(N - 1, -1, -1):
             y = states[j]
-            if prob.family == "net":
-                K, beta = params["K"][j], params["beta"][j]
-                Zj = y @ K.T + beta
-                G = prob.activation.dsigma(Zj, net.xp) * p
-                gK[j] = G.T @ y
-                gb[j] = G.sum(0)
-                p = G @ K
+            if prob.family == "net":  # y⁺ = σ(K y + β): p = Kᵀ(σ' ⊙ p⁺)
+                K, beta = u[j][0]
+                p, gK[j], gb[j] = net.field.vjp(y, *net.field(y, K, beta)[1:], K, p)
                 if return_costates:
                     p_all[j] = p
                 continue
-            h = params["h"][j]
-            Ys, Fs, Zs = net.stages(params, j, y, h)
+            h = hs[j]
+            Ys, Fs, Zs, Ss = net.stages(u[j], y, h)
+            dKs, dbs = [None] * s, [None] * s
             JT = [None] * s  # J_lᵀ P_l (partner) or J_lᵀ μ_l (unscaled)
             Ps = [None] * s
             p_next = p
@@ -85,40 +82,38 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
                     for l in range(i + 1, s):
                         coef = net.partner_coef[i][l]
                         if coef != 0.0:
-                            Pi = Pi + (h * coef) * JT[l]
+                            Pi = torch.add(Pi, JT[l], alpha=h * coef)
                     weight = net.b[i]  # μ_i = b_i P_i
                 else:
                     Pi = net.b[i] * p
                     for l in range(i + 1, s):
                         if net.a[l][i] != 0.0:
-                            Pi = Pi + (h * net.a[l][i]) * JT[l]
+                            Pi = torch.add(Pi, JT[l], alpha=h * net.a[l][i])
                     weight = 1.0
-                K, _ = net.controls(params, j, i)
-                JtP, dK, db = net.field.vjp(Ys[i], Zs[i], K, Pi)
+                JtP, dK, db = net.field.vjp(Ys[i], Zs[i], Ss[i], u[j][i][0], Pi)
                 JT[i] = JtP
                 Ps[i] = Pi
                 hw = h * weight
-                if net.per_stage:
-                    gK[j, i] = hw * dK
-                    gb[j, i] = hw * db
-                else:
-                    gK[j] += hw * dK
-                    gb[j] += hw * db
-                gh[j] += weight * (Pi * Fs[i]).sum()
-                p_next = p_next + hw * JtP
+                dKs[i], dbs[i] = hw * dK, hw * db
+                gh[j] = gh[j] + weight * torch.vdot(Pi.flatten(), Fs[i].flatten())
+                p_next = torch.add(p_next, JtP, alpha=hw)
             p = p_next
+            if net.per_stage:
+                gK[j], gb[j] = torch.stack(dKs), torch.stack(dbs)
+            else:
+                gK[j], gb[j] = sum(dKs[1:], dKs[0]), sum(dbs[1:], dbs[0])
             if return_costates:
                 p_all[j] = p
                 P_all[j] = torch.stack(Ps)
-        grads["K"] = gK
-        grads["beta"] = gb
+        grads["K"] = torch.stack(gK)
+        grads["beta"] = torch.stack(gb)
         if "h" in grads:
-            grads["h"] = gh
+            grads["h"] = torch.stack(gh)
         for k, v in regulariser.gradient(prob, params).items():
             grads[k] = grads[k] + v
     if not return_costates:
         return E, grads
-    costates = {"p": torch.stack(p_all)}
+    costates = {"p": torch.stack(p_all).transpose(-1, -2)}
     if prob.family != "net":
-        costates["P"] = torch.stack(P_all)
+        costates["P"] = torch.stack(P_all).transpose(-1, -2)
     return E, grads, costates

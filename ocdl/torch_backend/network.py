@@ -7,6 +7,9 @@ controls use the same u_j for every stage):
 
 Family 'net' has no skip connection: y^[j+1] = σ(K_j y^[j] + β_j).
 E(θ) = Σ_n ℓ(W y_n^[N] + μ, c_n) [/ n] + R(θ) (see :mod:`ocdl.loss`, :mod:`ocdl.regulariser`).
+
+Batches follow the column convention of :mod:`ocdl.fields`: Y ∈ R^{d×m}, samples are columns
+(``inputs(X)`` turns an (m, 2) data array into the lifted d×m tensor).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ def resolve_device(device: str) -> torch.device:
 class TorchNetwork:
     """A :class:`~ocdl.problem.Problem`'s network and objective on a torch device.
 
-    Parameters are dicts of tensors with the keys and shapes of :mod:`ocdl.problem`.
+    Parameters are dicts of tensors with the keys and shapes of :mod:`ocdl.problem`; states are
+    d×m tensors (samples as columns).
     """
 
     def __init__(self, problem: Problem, d: int, device: str | None = None, dtype: str | None = None):
@@ -72,65 +76,71 @@ class TorchNetwork:
         return {k: v.detach().cpu().numpy().astype(np.float64) for k, v in params.items()}
 
     def inputs(self, X: np.ndarray) -> torch.Tensor:
-        """Lift the data to width d and move it to the device."""
+        """The d×m batch Y^[0]: data (m, dim) lifted to width d, transposed, on the device."""
         if not np.all(np.isfinite(X)):
             raise OcdlError("data: features contain NaN or inf")
-        return self.tensor(lift(np.asarray(X, dtype=np.float64), self.d))
+        return self.tensor(np.ascontiguousarray(lift(np.asarray(X, dtype=np.float64), self.d).T))
+
+    @staticmethod
+    def steps(params):
+        """The step sizes h_j: Python floats (fast path) unless h is being differentiated."""
+        h = params["h"]
+        return list(h.unbind()) if h.requires_grad else h.tolist()
 
     # ------------------------------------------------------------------ forward
-    def controls(self, params, j: int, i: int):
-        """(K, β) used by stage i of layer j."""
+    def controls(self, params):
+        """u[j][i] = (K, β) used by stage i of layer j (views, split once per sweep)."""
+        Ks, betas = params["K"].unbind(0), params["beta"].unbind(0)
         if self.per_stage:
-            return params["K"][j, i], params["beta"][j, i]
-        return params["K"][j], params["beta"][j]
+            return [list(zip(K.unbind(0), b.unbind(0))) for K, b in zip(Ks, betas)]
+        return [[(K, b)] * self.s for K, b in zip(Ks, betas)]
 
-    def stages(self, params, j: int, y: torch.Tensor, h):
-        """Stage values and slopes of layer j: lists Y_i, F_i, Z_i (explicit tableau)."""
-        Ys, Fs, Zs = [], [], []
+    def stages(self, u, y: torch.Tensor, h):
+        """Stage values of one layer with controls u[i] (explicit tableau): lists Y_i, F_i, Z_i,
+        S_i = σ(Z_i)."""
+        Ys, Fs, Zs, Ss = [], [], [], []
         for i in range(self.s):
             Yi = y
             for l in range(i):
                 if self.a[i][l] != 0.0:
-                    Yi = Yi + (h * self.a[i][l]) * Fs[l]
-            K, beta = self.controls(params, j, i)
-            Fi, Zi = self.field(Yi, K, beta)
+                    Yi = _axpy(Yi, h * self.a[i][l], Fs[l])
+            Fi, Zi, Si = self.field(Yi, *u[i])
             Ys.append(Yi)
             Fs.append(Fi)
             Zs.append(Zi)
-        return Ys, Fs, Zs
+            Ss.append(Si)
+        return Ys, Fs, Zs, Ss
 
-    def step(self, params, j: int, y: torch.Tensor) -> torch.Tensor:
-        """y^[j+1] from y^[j]."""
+    def step(self, u, y: torch.Tensor, h) -> torch.Tensor:
+        """y^[j+1] from y^[j] with controls u = u[j] and step h = h_j."""
         if self.problem.family == "net":
-            return self.problem.activation.sigma(y @ params["K"][j].T + params["beta"][j], self.xp)
-        h = params["h"][j]
-        _, Fs, _ = self.stages(params, j, y, h)
-        incr = None
+            return self.field(y, *u[0])[0]
+        _, Fs, _, _ = self.stages(u, y, h)
         for i in range(self.s):
             if self.b[i] != 0.0:
-                term = self.b[i] * Fs[i]
-                incr = term if incr is None else incr + term
-        return y + h * incr
+                y = _axpy(y, h * self.b[i], Fs[i])
+        return y
 
     def forward(self, params, Y0: torch.Tensor, keep_states: bool = False):
         """y^[N] (and, with ``keep_states``, the list y^[0], …, y^[N])."""
         y = Y0
         states = [y] if keep_states else None
-        for j in range(self.problem.N):
-            y = self.step(params, j, y)
+        for u, h in zip(self.controls(params), self.steps(params)):
+            y = self.step(u, y, h)
             if keep_states:
                 states.append(y)
         return (y, states) if keep_states else y
 
     # ------------------------------------------------------------------ objective
     def logits(self, params, yN):
-        return yN @ params["W"] + params["mu"]
+        """z = W y^[N] + μ for every sample (length m)."""
+        return params["W"] @ yN + params["mu"]
 
     def data_loss(self, params, yN, c):
         z = self.logits(params, yN)
         E = loss_mod.pointwise(self.problem.objective.loss, z, c, self.xp).sum()
         if self.problem.objective.mean:
-            E = E / yN.shape[0]
+            E = E / yN.shape[1]
         return E
 
     def objective(self, params, Y0, c) -> torch.Tensor:
@@ -156,3 +166,10 @@ class TorchNetwork:
         """S(W y^[N] + μ), the predicted probability of class 1."""
         with torch.no_grad():
             return loss_mod.sigmoid(self.logits(params, self.forward(params, Y0)), self.xp)
+
+
+def _axpy(y, coef, F):
+    """y + coef·F (one fused op when coef is a Python float)."""
+    if isinstance(coef, float):
+        return torch.add(y, F, alpha=coef)
+    return y + coef * F
