@@ -30,9 +30,9 @@ class _Field:
         Z = self.xp.affine(K, Y, beta)
         return Z, self.act.sigma(Z, self.xp)
 
-    def dsigma(self, Z, S):
-        """σ'(Z), through S = σ(Z) where the activation allows it."""
-        return self.act.dsigma_s(S) if self.act.dsigma_s is not None else self.act.dsigma(Z, self.xp)
+    def dsigma_mul(self, Z, S, M):
+        """σ'(Z) ⊙ M (S = σ(Z) lets the namespace use a cheaper or fused formula)."""
+        return self.xp.dsigma_mul(self.act, Z, S, M)
 
 
 class SigmaField(_Field):
@@ -44,7 +44,7 @@ class SigmaField(_Field):
 
     def vjp(self, Y, Z, S, K, M):
         """(Jᵀ M, ∂K, ∂β) at stage values Y with Z = K Y + β, S = σ(Z)."""
-        G = self.dsigma(Z, S) * M
+        G = self.dsigma_mul(Z, S, M)
         return K.T @ G, G @ Y.T, G.sum(1)
 
 
@@ -56,7 +56,7 @@ class MonotoneField(_Field):
         return -(K.T @ S), Z, S
 
     def vjp(self, Y, Z, S, K, M):
-        Q = self.dsigma(Z, S) * (K @ M)
+        Q = self.dsigma_mul(Z, S, K @ M)
         return -(K.T @ Q), -(S @ M.T) - Q @ Y.T, -Q.sum(1)
 
 

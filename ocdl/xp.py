@@ -22,6 +22,12 @@ class _Numpy:
         return np.maximum(x, 0.0)
 
     @staticmethod
+    def dsigma_mul(act, Z, S, M):
+        """σ'(Z) ⊙ M, with S = σ(Z)."""
+        ds = act.dsigma_s(S) if act.dsigma_s is not None else act.dsigma(Z, NUMPY)
+        return ds * M
+
+    @staticmethod
     def affine(K, Y, beta):
         """K Y + β 1ᵀ for a batch Y (d×m)."""
         return K @ Y + beta[:, None]
@@ -50,6 +56,15 @@ class _Torch:
 
     def step(self, x):
         return (x > 0).to(x.dtype)
+
+    def dsigma_mul(self, act, Z, S, M):
+        """σ'(Z) ⊙ M, with S = σ(Z); fused kernels for tanh and sigmoid."""
+        if act.name == "tanh":
+            return self.t.ops.aten.tanh_backward(M, S)
+        if act.name == "sigmoid":
+            return self.t.ops.aten.sigmoid_backward(M, S)
+        ds = act.dsigma_s(S) if act.dsigma_s is not None else act.dsigma(Z, self)
+        return ds * M
 
     def affine(self, K, Y, beta):
         """K Y + β 1ᵀ (one fused addmm)."""

@@ -31,18 +31,34 @@ ATOL = 1e-13
 FLOWS = ("monotone", "plain")
 
 
-class _MatrixStack(np.ndarray):
-    """A stack of matrices (B, d, d) whose ``.T`` transposes each matrix, so that the one-matrix
-    formulas of :mod:`ocdl.fields` (``Y @ K.T``, ``σ @ K``) apply to a batch of cases unchanged."""
+class BlockDiagonal:
+    """diag(K_1, …, K_B) as one (B·p)×(B·q) matrix, stored as its blocks (B, p, q).
+
+    The B cases of a batch are one flow on R^{B·d} with a block-diagonal K (the flow structure,
+    e.g. −Kᵀσ(Ky + β), is preserved exactly), so the one-matrix formulas of :mod:`ocdl.fields`
+    apply unchanged; only ``@``, ``.T`` and ``.shape`` are needed."""
+
+    __array_ufunc__ = None  # make ``ndarray @ BlockDiagonal`` defer to __rmatmul__
+
+    def __init__(self, blocks: np.ndarray):
+        self.blocks = np.asarray(blocks, dtype=np.float64)
 
     @property
-    def T(self):
-        return np.swapaxes(np.asarray(self), -1, -2)
+    def shape(self) -> tuple[int, int]:
+        B, p, q = self.blocks.shape
+        return (B * p, B * q)
 
+    @property
+    def T(self) -> "BlockDiagonal":
+        return BlockDiagonal(np.swapaxes(self.blocks, 1, 2))
 
-def stack(K: np.ndarray) -> np.ndarray:
-    """View a (B, d, d) array as a :class:`_MatrixStack` (for the vector fields)."""
-    return np.asarray(K).view(_MatrixStack)
+    def __matmul__(self, Y):
+        B, p, q = self.blocks.shape
+        Y = np.asarray(Y)
+        return (self.blocks @ Y.reshape(B, q, -1)).reshape((B * p,) + Y.shape[1:])
+
+    def __rmatmul__(self, Y):
+        return (self.T @ np.asarray(Y).T).T
 
 
 @dataclass(frozen=True)
@@ -115,10 +131,11 @@ def random_controls(rng: np.random.Generator, B: int, d: int, kind: str, T: floa
 
 
 class Flow:
-    """The right-hand side of one of the flows above for a batch: ``flow(Y, K, beta)`` with Y
-    (B, m, d), K (B, d, d), β (B, d) returns F (B, m, d).
+    """The right-hand side of one of the flows above for a batch of B cases and m trajectories.
 
-    ``A`` (B, k, d) and ``f`` (B, m, k) (one data vector per trajectory) add −λ Aᵀ(A y − f)."""
+    ``flow(Y, K, beta)``: Y (B·d, m) — column r is trajectory r of all cases stacked —,
+    K (B, d, d), β (B, d); returns F (B·d, m). With ``A`` (B, k, d) and ``f`` (B·k, m) (one data
+    vector per trajectory) it adds the reaction term −λ Aᵀ(A y − f)."""
 
     def __init__(self, kind: str, sigma: str | activations.Activation, lam: float = 0.0,
                  A: np.ndarray | None = None, f: np.ndarray | None = None):
@@ -128,50 +145,45 @@ class Flow:
         self.act = activations.get(sigma)
         self.field = fields.make("monotone" if kind == "monotone" else "rk", self.act, xp_mod.NUMPY)
         self.lam = float(lam)
-        self.A = None if A is None else np.asarray(A, dtype=np.float64)
+        self.A = None if A is None else BlockDiagonal(A)
         self.f = None if f is None else np.asarray(f, dtype=np.float64)
 
     def __call__(self, Y, K, beta):
-        F, _ = self.field(Y, stack(K), beta[:, None, :])
-        F = np.asarray(F)
+        F = self.field(Y, BlockDiagonal(K), np.ravel(beta))[0]
         if self.A is not None and self.lam != 0.0:
-            At = np.swapaxes(self.A, -1, -2)
-            F = F - self.lam * ((Y @ At - self.f) @ self.A)
+            F = F - self.lam * (self.A.T @ (self.A @ Y - self.f))
         return F
 
 
 def integrate(flow: Flow, controls: Controls, Y0: np.ndarray, t_eval: np.ndarray,
               diff_scale: np.ndarray | None = None, rtol: float = RTOL, atol: float = ATOL):
     """Solve the flow for every case and trajectory; returns (Y, D) at ``t_eval``:
-    Y (n_t, B, m, d) the trajectories, D (n_t, B, m−1, d) the differences y_r − y_0, both accurate
-    to the integrator's tolerance (D relative to ``diff_scale`` (B,), default ‖D(0)‖).
-
-    ``t_eval`` must lie in [0, T] and be sorted."""
+    Y (n_t, B, m, d) the trajectories (Y0 is (B, m, d)), D (n_t, B, m−1, d) the differences
+    y_r − y_0, accurate to the integrator's tolerance relative to ``diff_scale`` (B,) (default
+    ‖D(0)‖ per case). ``t_eval`` must be sorted and lie in [0, T]."""
     Y0 = np.asarray(Y0, dtype=np.float64)
     B, m, d = Y0.shape
     t_eval = np.asarray(t_eval, dtype=np.float64)
     if np.any(np.diff(t_eval) < 0) or t_eval[0] < 0 or t_eval[-1] > controls.T * (1 + 1e-14):
         raise OcdlError("integrate: t_eval must be sorted and lie in [0, T]")
-    D0 = Y0[:, 1:] - Y0[:, :1]
+    cols = np.transpose(Y0, (0, 2, 1)).reshape(B * d, m)  # (B·d, m)
+    D0 = cols[:, 1:] - cols[:, :1]
     if diff_scale is None:
-        diff_scale = np.linalg.norm(D0.reshape(B, -1), axis=1)
+        diff_scale = np.linalg.norm((Y0[:, 1:] - Y0[:, :1]).reshape(B, -1), axis=1)
     diff_scale = np.where(np.asarray(diff_scale) > 0, diff_scale, 1.0)
     atol_vec = np.concatenate([np.full(B * d, atol),
-                               (atol * np.broadcast_to(diff_scale[:, None, None], (B, m - 1, d))).ravel()])
+                               np.repeat(atol * diff_scale, d * (m - 1))])
     n0 = B * d
-
-    def unpack(z):
-        y = z[:n0].reshape(B, 1, d)
-        return np.concatenate([y, y + z[n0:].reshape(B, m - 1, d)], axis=1)
 
     def rhs_for(piece):
         def rhs(t, z):
+            y = z[:n0, None]
             K, beta = controls.at(t, piece)
-            F = flow(unpack(z), K, beta)
-            return np.concatenate([F[:, 0].ravel(), (F[:, 1:] - F[:, :1]).ravel()])
+            F = flow(np.concatenate([y, y + z[n0:].reshape(n0, m - 1)], axis=1), K, beta)
+            return np.concatenate([F[:, 0], (F[:, 1:] - F[:, :1]).ravel()])
         return rhs
 
-    z = np.concatenate([Y0[:, 0].ravel(), D0.ravel()])
+    z = np.concatenate([cols[:, 0], D0.ravel()])
     out = np.empty((len(t_eval), z.size))
     pieces = controls.pieces()
     for k, (a, b) in enumerate(pieces):
@@ -181,11 +193,14 @@ def integrate(flow: Flow, controls: Controls, Y0: np.ndarray, t_eval: np.ndarray
         out[at_start] = z
         inner = sel & ~at_start
         sol = solve_ivp(rhs_for(k if controls.kind == "piecewise" else None), (a, b), z, method="DOP853",
-                        t_eval=np.append(t_eval[inner], b), rtol=rtol, atol=atol_vec)
+                        t_eval=np.append(t_eval[inner & (t_eval < b)], b), rtol=rtol, atol=atol_vec)
         if sol.status != 0:
             raise OcdlError(f"integrate: the integrator failed on [{a:g}, {b:g}]: {sol.message}")
-        out[inner] = sol.y[:, :-1].T
         z = sol.y[:, -1]
-    Y = np.concatenate([out[:, :n0].reshape(-1, B, 1, d),
-                        out[:, :n0].reshape(-1, B, 1, d) + out[:, n0:].reshape(-1, B, m - 1, d)], axis=2)
-    return Y, out[:, n0:].reshape(-1, B, m - 1, d)
+        out[inner & (t_eval < b)] = sol.y[:, :-1].T
+        out[inner & (t_eval == b)] = z
+    nt = len(t_eval)
+    y = out[:, :n0].reshape(nt, B, d, 1)
+    D = out[:, n0:].reshape(nt, B, d, m - 1)
+    Y = np.concatenate([y, y + D], axis=3)
+    return np.transpose(Y, (0, 1, 3, 2)), np.transpose(D, (0, 1, 3, 2))

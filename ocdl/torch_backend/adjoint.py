@@ -28,12 +28,13 @@ from ocdl import loss as loss_mod, regulariser
 from ocdl.torch_backend.network import TorchNetwork
 
 
-def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False, form: str = "auto"):
+def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False, form: str = "auto", states=None):
     """(E, ∇E over the trained keys[, costates]) by the hand-written backward sweep.
 
     ``form``: 'partner' (needs every b_i ≠ 0), 'unscaled', or 'auto' (partner where it exists).
     ``costates`` (if asked) is a dict with ``p`` (N+1, m, d) and ``P`` (N, s, m, d), the stage
-    costates P_i (μ_i / b_i; for the unscaled form the unscaled μ_i), one row per sample."""
+    costates P_i (μ_i / b_i; for the unscaled form the unscaled μ_i), one row per sample.
+    ``states``: the layer states y^[0..N] of a forward sweep at these params, if already at hand."""
     prob = net.problem
     if form == "auto":
         form = "partner" if net.partner_coef is not None else "unscaled"
@@ -44,7 +45,9 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
     keys = prob.trainable()
     N, s = prob.N, net.s
     with torch.no_grad():
-        yN, states = net.forward(params, Y0, keep_states=True)
+        if states is None:
+            _, states = net.forward(params, Y0, keep_states=True)
+        yN = states[-1]
         z = net.logits(params, yN)
         kind = prob.objective.loss
         scale = 1.0 / Y0.shape[1] if prob.objective.mean else 1.0
@@ -95,7 +98,8 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
                 Ps[i] = Pi
                 hw = h * weight
                 dKs[i], dbs[i] = hw * dK, hw * db
-                gh[j] = gh[j] + weight * torch.vdot(Pi.flatten(), Fs[i].flatten())
+                if "h" in grads:
+                    gh[j] = gh[j] + weight * torch.vdot(Pi.flatten(), Fs[i].flatten())
                 p_next = torch.add(p_next, JtP, alpha=hw)
             p = p_next
             if net.per_stage:

@@ -1,0 +1,141 @@
+"""``ocdl train``: train one network (PyTorch or CasADi engine) and write its run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ocdl import problem as P
+from ocdl.errors import OcdlError
+
+
+def add_problem_arguments(p):
+    """Flags that describe a Problem (shared by train and other commands)."""
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="spiral", help="donut1d | donut2d | spiral | squares | a .csv/.npz file")
+    g.add_argument("--test-data", help="test set file (with a file --data; default: the training file)")
+    g.add_argument("--n", type=int, default=1000, help="training samples (test: the same number, independent draw)")
+    g.add_argument("--n-test", type=int)
+    g.add_argument("--noise", type=float, help="Gaussian noise (default: the data set's)")
+    g.add_argument("--data-seed", type=int, default=0)
+    g = p.add_argument_group("network")
+    g.add_argument("--net", default="rk", choices=P.FAMILIES)
+    g.add_argument("--tableau", default="rk4", help="registry name (see `ocdl tableau --list`)")
+    g.add_argument("--tableau-file", help="a user tableau (TOML/JSON)")
+    g.add_argument("--layers", type=int, default=15)
+    g.add_argument("--h", type=float, help="step size (default 0.1 for rk/monotone, 1/N otherwise)")
+    g.add_argument("--T", type=float, help="final time T = N h")
+    g.add_argument("--width", type=int, help="state dimension d (zero-padding lift of the input)")
+    g.add_argument("--activation", default="tanh")
+    g.add_argument("--controls", default="per-layer", choices=P.CONTROLS)
+    g.add_argument("--time-steps", choices=P.TIME_STEPS, help="default: the family's")
+    g = p.add_argument_group("classifier and objective")
+    g.add_argument("--classifier", default="trainable", choices=("trainable", "fixed"))
+    g.add_argument("--W", type=float, nargs="+", help="classifier weights (initial, or fixed)")
+    g.add_argument("--mu", type=float, help="classifier bias (initial, or fixed)")
+    g.add_argument("--loss", default="squared", choices=P.LOSSES)
+    g.add_argument("--mean", action="store_true", help="divide the loss by the number of samples")
+    g.add_argument("--reg-tikhonov", type=float, default=0.0, help="Tikhonov weight on every trained parameter")
+    for k in P.PARAM_KEYS:
+        g.add_argument(f"--reg-{k}", type=float, help=f"Tikhonov weight on {k} (overrides --reg-tikhonov)")
+    g.add_argument("--reg-smooth", type=float, default=0.0, help="weight of Σ‖u_{j+1} − u_j‖²/h")
+    g = p.add_argument_group("initialisation")
+    g.add_argument("--init-seed", type=int, default=0)
+    g.add_argument("--beta-init", default="normal", choices=("normal", "zero"))
+    g.add_argument("--mu-init", default="uniform", choices=("uniform", "normal", "zero"))
+    g.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    g.add_argument("--device", default="cpu", help="cpu | cuda | cuda:i (PyTorch engine)")
+
+
+def problem_from_args(a) -> P.Problem:
+    if a.data.endswith((".csv", ".npz")):
+        data = P.DataSpec(name="file", path=a.data, test_path=a.test_data, n=max(a.n, 2), seed=a.data_seed)
+    else:
+        if a.test_data:
+            raise OcdlError("--test-data goes with a file --data")
+        data = P.DataSpec(name=a.data, n=a.n, n_test=a.n_test, noise=a.noise, seed=a.data_seed)
+    tik = {k: a.reg_tikhonov for k in P.PARAM_KEYS}
+    for k in P.PARAM_KEYS:
+        v = getattr(a, f"reg_{k}")
+        if v is not None:
+            tik[k] = v
+    if a.tableau_file and not Path(a.tableau_file).is_file():
+        raise OcdlError(f"tableau file {a.tableau_file!r} does not exist")
+    return P.Problem(
+        data=data,
+        network=P.NetworkSpec(
+            family=a.net, tableau=a.tableau_file or a.tableau, layers=a.layers, h=a.h, T=a.T,
+            width=a.width, activation=a.activation, controls=a.controls, time_steps=a.time_steps,
+        ),
+        classifier=P.ClassifierSpec(trainable=a.classifier == "trainable", W=tuple(a.W) if a.W else None, mu=a.mu),
+        objective=P.ObjectiveSpec(loss=a.loss, mean=a.mean, tikhonov=tik, smooth=a.reg_smooth),
+        init=P.InitSpec(seed=a.init_seed, beta=a.beta_init, mu=a.mu_init),
+        solver=P.SolverSpec(backend=a.backend, name=a.solver or _default_solver(a.backend), iterations=a.iterations,
+                            options=solver_options(a)),
+        dtype=a.dtype,
+        device=a.device,
+    )
+
+
+def _default_solver(backend):
+    return "gd-armijo" if backend == "torch" else "ipopt"
+
+
+def solver_options(a) -> dict:
+    opts = {}
+    for key in ("tol", "hessian", "formulation", "lr", "eval_every", "progress_every", "checkpoint_every", "gradient"):
+        v = getattr(a, key, None)
+        if v is not None:
+            opts[key] = v
+    return opts
+
+
+def add_solver_arguments(p):
+    g = p.add_argument_group("solver")
+    g.add_argument("--backend", default="torch", choices=P.BACKENDS)
+    g.add_argument("--solver", help="torch: gd-armijo | gd-lipschitz | lbfgs | adam; casadi: ipopt | bvp")
+    g.add_argument("--iterations", type=int, default=1000)
+    g.add_argument("--tol", type=float, help="casadi: KKT tolerance (default 1e-10)")
+    g.add_argument("--hessian", choices=("exact", "lbfgs"), help="casadi: Hessian of the Lagrangian")
+    g.add_argument("--formulation", choices=("full", "reduced"), help="casadi: full-space or reduced NLP")
+    g.add_argument("--lr", type=float, help="adam/lbfgs learning rate")
+    g.add_argument("--gradient", choices=("adjoint", "autograd"), help="torch: gradient used by the optimiser")
+    g.add_argument("--eval-every", type=int, help="record test objective/accuracies every k iterations")
+    g.add_argument("--progress-every", type=int, help="progress line every k iterations")
+    g.add_argument("--checkpoint-every", type=int, help="write the run directory every k iterations")
+
+
+def register(sub):
+    p = sub.add_parser("train", help="train a network; writes a run directory")
+    add_problem_arguments(p)
+    add_solver_arguments(p)
+    g = p.add_argument_group("run")
+    g.add_argument("--config", help="a problem file (TOML); command-line flags are then ignored except --out/--init/--quiet")
+    g.add_argument("--out", help="run directory to write")
+    g.add_argument("--init", help="initial parameters: a run directory or .npz (K, beta, W, mu, h)")
+    g.add_argument("--resume", help="continue the stopped run in this directory")
+    g.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    g.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(a) -> int:
+    from ocdl import rundir, training
+
+    if a.resume:
+        problem, _, _ = rundir.load(a.resume)
+        if "--iterations" in _argv_flags(a):
+            problem = problem.replace(solver__iterations=a.iterations)
+    elif a.config:
+        problem = rundir.read_config(Path(a.config))
+    else:
+        problem = problem_from_args(a)
+    res, metrics = training.train(problem, out=a.out, init=a.init, resume=a.resume, quiet=a.quiet, force=a.force)
+    if res.interrupted:
+        return 130
+    return 0 if res.success else 1
+
+
+def _argv_flags(a):
+    import sys
+
+    return {x.split("=")[0] for x in sys.argv[1:] if x.startswith("--")}

@@ -1,0 +1,293 @@
+"""Optimisers of the PyTorch engine, on the flat vector θ of the trained parameters.
+
+``gd-armijo`` (the paper's Runge–Kutta-network experiments): steepest descent with Armijo
+backtracking: trial step α = min(α_max, 2 α_prev) (α_prev starts at α₀), accept θ⁺ = P(θ − α g)
+when E(θ⁺) ≤ E(θ) + c ⟨g, θ⁺ − θ⟩, else α ← ρ α; c = 0.4, ρ = 0.5, α_max = 10, α₀ = 0.05.
+
+``gd-lipschitz`` (the paper's learned-time-step experiments): θ⁺ = P(θ − g / L), accepted when
+E(θ⁺) ≤ E(θ) + ⟨g, Δ⟩ + (L/2)‖Δ‖² (the descent lemma), else L ← 1.5 L (≤ 200 trials); on accept
+L ← 0.99 L; L starts at 0.1.
+
+P is the identity, or for simplex time steps the Euclidean projection of h onto
+{h ≥ 0, Σ h = T} (:mod:`ocdl.simplex`). ``lbfgs`` and ``adam`` are torch.optim's, with the
+gradient from the hand-written adjoint (adam projects after each step; lbfgs refuses simplex).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ocdl import regulariser, simplex
+from ocdl.errors import OcdlError
+from ocdl.result import SolveResult
+from ocdl.torch_backend.adjoint import grad_adjoint
+from ocdl.torch_backend.network import TorchNetwork
+
+DEFAULTS = {
+    "gd-armijo": {"c": 0.4, "rho": 0.5, "alpha_max": 10.0, "alpha0": 0.05, "max_backtracks": 60},
+    "gd-lipschitz": {"L0": 0.1, "grow": 1.5, "shrink": 0.99, "max_trials": 200},
+    "lbfgs": {"lr": 1.0, "history_size": 20},
+    "adam": {"lr": 1e-2},
+}
+COMMON = {"gradient": "adjoint", "eval_every": 0, "progress_every": 0, "checkpoint_every": 0, "gtol": 0.0}
+
+
+@dataclass
+class Objective:
+    """E and ∇E on the training set, and monitoring on train/test, for flat θ."""
+
+    net: TorchNetwork
+    base: dict  # all parameters (tensors); trained entries are overwritten from θ
+    keys: tuple
+    Y0: torch.Tensor
+    c: torch.Tensor
+    Y0_test: torch.Tensor
+    c_test: torch.Tensor
+    gradient: str = "adjoint"
+    evals: int = 0
+    grads: int = 0
+    _shapes: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self._shapes = [(k, self.base[k].shape, self.base[k].numel()) for k in self.keys]
+
+    def flat(self, params) -> torch.Tensor:
+        return torch.cat([params[k].reshape(-1) for k in self.keys])
+
+    def unflat(self, theta) -> dict:
+        out = dict(self.base)
+        i = 0
+        for k, shape, n in self._shapes:
+            out[k] = theta[i : i + n].reshape(shape)
+            i += n
+        return out
+
+    def value(self, theta) -> float:
+        """E(θ); the layer states are kept so that a following ``value_grad(θ)`` reuses them."""
+        self.evals += 1
+        params = self.unflat(theta)
+        with torch.no_grad():
+            yN, states = self.net.forward(params, self.Y0, keep_states=True)
+            E = float(self.net.data_loss(params, yN, self.c) + regulariser.value(self.net.problem, params))
+        self._last = (theta, states)
+        return E
+
+    def value_grad(self, theta):
+        self.grads += 1
+        params = self.unflat(theta)
+        if self.gradient == "autograd":
+            E, g = self.net.grad_autograd(params, self.Y0, self.c)
+        else:
+            last = getattr(self, "_last", None)
+            states = last[1] if last is not None and last[0] is theta else None
+            E, g = grad_adjoint(self.net, params, self.Y0, self.c, states=states)
+        self._last = None
+        return float(E), self.flat(g)
+
+    def monitor(self, theta) -> dict:
+        """Objective and accuracy on train and test (E_test uses the same formula, R included)."""
+        params = self.unflat(theta)
+        with torch.no_grad():
+            return {
+                "train_accuracy": self.net.accuracy(params, self.Y0, self.c),
+                "test_accuracy": self.net.accuracy(params, self.Y0_test, self.c_test),
+                "test_objective": float(self.net.objective(params, self.Y0_test, self.c_test)),
+            }
+
+
+class Projection:
+    """θ ↦ P(θ): the simplex projection of the h block, or the identity."""
+
+    def __init__(self, obj: Objective, problem):
+        self.slice = None
+        if problem.time_steps == "simplex" and "h" in obj.keys:
+            i = 0
+            for k, _, n in obj._shapes:
+                if k == "h":
+                    self.slice = slice(i, i + n)
+                i += n
+        self.T = problem.T
+
+    def __call__(self, theta):
+        if self.slice is None:
+            return theta
+        theta = theta.clone()
+        theta[self.slice] = simplex.project(theta[self.slice], self.T)
+        return theta
+
+
+def optimise(
+    obj: Objective,
+    problem,
+    theta0: torch.Tensor,
+    iterations: int,
+    *,
+    state: dict | None = None,
+    history: dict | None = None,
+    log: Callable[[str], None] | None = print,
+    checkpoint: Callable[[SolveResult], None] | None = None,
+) -> SolveResult:
+    """Run ``problem.solver.name`` from θ₀ until ``iterations`` in total (``state['iteration']``
+    counts those already done when resuming). Ctrl-C returns the current point, interrupted."""
+    name = problem.solver.name
+    opts = {**COMMON, **DEFAULTS[name], **dict(problem.solver.options)}
+    unknown = set(problem.solver.options) - set(COMMON) - set(DEFAULTS[name]) - {"tol", "hessian", "formulation", "max_iter"}
+    if unknown:
+        raise OcdlError(f"solver.options: unknown for {name!r}: {', '.join(sorted(unknown))}")
+    obj.gradient = opts["gradient"]
+    if obj.gradient not in ("adjoint", "autograd"):
+        raise OcdlError(f"solver.options.gradient: {obj.gradient!r} is not 'adjoint' or 'autograd'")
+    project = Projection(obj, problem)
+    if name == "lbfgs" and project.slice is not None:
+        raise OcdlError("solver 'lbfgs' cannot keep h on the simplex; use gd-armijo, gd-lipschitz or adam")
+    state = dict(state or {})
+    it0 = int(state.get("iteration", 0))
+    history = {k: list(v) for k, v in (history or {}).items()}
+    for key in ("iteration", "objective", "gradient_norm", "step"):
+        history.setdefault(key, [])
+    for key in ("eval_iteration", "train_accuracy", "test_accuracy", "test_objective"):
+        history.setdefault(key, [])
+    eval_every = int(opts["eval_every"]) or max(1, iterations // 200)
+    progress_every = int(opts["progress_every"]) or max(1, iterations // 20)
+    theta = project(theta0.clone())
+    torch_opt = _torch_optimiser(name, theta, opts, state)
+    t_start = time.perf_counter()
+    E, g = obj.value_grad(theta)
+    it = it0
+    message = "iteration limit reached"
+    success = True
+    interrupted = False
+
+    def record(it, E, g, step):
+        history["iteration"].append(it)
+        history["objective"].append(E)
+        history["gradient_norm"].append(float(torch.linalg.vector_norm(g)))
+        history["step"].append(step)
+        if it % eval_every == 0 or it == iterations:
+            m = obj.monitor(theta)
+            history["eval_iteration"].append(it)
+            for k, v in m.items():
+                history[k].append(v)
+        if log and (it % progress_every == 0 or it == iterations):
+            acc = history["train_accuracy"][-1] if history["train_accuracy"] else float("nan")
+            tacc = history["test_accuracy"][-1] if history["test_accuracy"] else float("nan")
+            log(
+                f"it {it:>6d}  E {E:.10e}  |g| {history['gradient_norm'][-1]:.3e}  step {step:.3e}  "
+                f"acc {acc:.3f}/{tacc:.3f}  ({time.perf_counter() - t_start:.1f}s)"
+            )
+
+    if it0 == 0:
+        record(0, E, g, 0.0)
+    try:
+        while it < iterations:
+            if not math.isfinite(E):
+                success, message = False, "objective is not finite"
+                break
+            if opts["gtol"] > 0 and float(torch.linalg.vector_norm(g)) <= opts["gtol"]:
+                message = f"gradient norm ≤ gtol = {opts['gtol']}"
+                break
+            if name == "gd-armijo":
+                ok, theta, E, g, step = _armijo_step(obj, project, theta, E, g, opts, state)
+            elif name == "gd-lipschitz":
+                ok, theta, E, g, step = _lipschitz_step(obj, project, theta, E, g, opts, state)
+            else:
+                ok, theta, E, g, step = _torch_step(obj, project, torch_opt, theta, name)
+            if not ok:
+                success, message = False, f"line search failed at iteration {it + 1}"
+                break
+            it += 1
+            state["iteration"] = it
+            record(it, E, g, step)
+            if checkpoint and opts["checkpoint_every"] and it % int(opts["checkpoint_every"]) == 0:
+                checkpoint(_result(obj, theta, history, state, torch_opt, True, "checkpoint", False))
+    except KeyboardInterrupt:
+        interrupted = True
+        message = f"interrupted at iteration {it}"
+    state["iteration"] = it
+    res = _result(obj, theta, history, state, torch_opt, success, message, interrupted)
+    res.metrics.update({"function_evaluations": obj.evals, "gradient_evaluations": obj.grads})
+    return res
+
+
+def _result(obj, theta, history, state, torch_opt, success, message, interrupted) -> SolveResult:
+    st = dict(state)
+    if torch_opt is not None:
+        st["torch_optimizer"] = torch_opt.state_dict()
+    params = obj.net.to_numpy(obj.unflat(theta.detach()))
+    return SolveResult(
+        params=params,
+        history={k: list(v) for k, v in history.items()},
+        metrics={"solver_status": "interrupted" if interrupted else ("ok" if success else "failed"),
+                 "iterations": int(state.get("iteration", 0))},
+        success=success,
+        message=message,
+        state=st,
+        interrupted=interrupted,
+    )
+
+
+def _armijo_step(obj, project, theta, E, g, o, state):
+    alpha = min(o["alpha_max"], 2.0 * state.get("alpha_prev", o["alpha0"]))
+    for _ in range(int(o["max_backtracks"])):
+        trial = project(theta - alpha * g)
+        delta = trial - theta
+        E_new = obj.value(trial)
+        if E_new <= E + o["c"] * float(torch.dot(g, delta)):
+            state["alpha_prev"] = alpha
+            E_new, g_new = obj.value_grad(trial)
+            return True, trial, E_new, g_new, alpha
+        alpha *= o["rho"]
+    return False, theta, E, g, 0.0
+
+
+def _lipschitz_step(obj, project, theta, E, g, o, state):
+    L = state.get("L", o["L0"])
+    for _ in range(int(o["max_trials"])):
+        trial = project(theta - g / L)
+        delta = trial - theta
+        E_new = obj.value(trial)
+        if E_new <= E + float(torch.dot(g, delta)) + 0.5 * L * float(torch.dot(delta, delta)):
+            state["L"] = L * o["shrink"]
+            E_new, g_new = obj.value_grad(trial)
+            return True, trial, E_new, g_new, 1.0 / L
+        L *= o["grow"]
+    state["L"] = L
+    return False, theta, E, g, 0.0
+
+
+def _torch_optimiser(name, theta, opts, state):
+    if name not in ("lbfgs", "adam"):
+        return None
+    theta.requires_grad_(False)
+    if name == "lbfgs":
+        opt = torch.optim.LBFGS([theta], lr=opts["lr"], max_iter=1, history_size=int(opts["history_size"]),
+                                line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
+    else:
+        opt = torch.optim.Adam([theta], lr=opts["lr"])
+    if "torch_optimizer" in state:
+        opt.load_state_dict(state["torch_optimizer"])
+    return opt
+
+
+def _torch_step(obj, project, opt, theta, name):
+    p = opt.param_groups[0]["params"][0]
+    p.data.copy_(theta)
+    before = p.detach().clone()
+
+    def closure():
+        E, g = obj.value_grad(p.detach())
+        p.grad = g.clone()
+        return torch.tensor(E, dtype=p.dtype)
+
+    opt.step(closure)
+    with torch.no_grad():
+        p.data.copy_(project(p.detach()))
+    new = p.detach().clone()
+    E, g = obj.value_grad(new)
+    return math.isfinite(E), new, E, g, float(torch.linalg.vector_norm(new - before))

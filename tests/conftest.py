@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+import torch
+
+from ocdl import data
+from ocdl.problem import DataSpec, NetworkSpec, ObjectiveSpec, Problem, init_params
+from ocdl.torch_backend.network import TorchNetwork
+
+torch.set_num_threads(1)
+
+ALL_REG = {"K": 1e-2, "beta": 1e-3, "W": 1e-3, "mu": 1e-3, "h": 1e-2}
+
+
+def small_problem(family="rk", tableau="rk4", controls="per-layer", time_steps=None, n=40, layers=4, width=3,
+                  loss="squared", mean=False, activation="tanh", reg=ALL_REG, smooth=1e-2, dataset="spiral"):
+    return Problem(
+        data=DataSpec(dataset, n=n),
+        network=NetworkSpec(family=family, tableau=tableau, layers=layers, h=0.1 if family in ("rk", "monotone") else None,
+                            controls=controls, time_steps=time_steps, width=width, activation=activation),
+        objective=ObjectiveSpec(loss=loss, mean=mean, tikhonov=reg, smooth=smooth),
+    )
+
+
+def setup_net(problem, seed_shift=0):
+    tr, te = data.make(problem.data)
+    d = problem.width(tr.dim)
+    net = TorchNetwork(problem, d)
+    p0 = init_params(problem, d)
+    if problem.time_steps != "fixed" and problem.family != "net":
+        # unequal steps so that the h-gradient is tested away from the uniform grid
+        rng = np.random.default_rng(1 + seed_shift)
+        h = p0["h"] * (0.5 + rng.uniform(size=p0["h"].shape))
+        p0["h"] = h / h.sum() * problem.T if problem.time_steps == "simplex" else h
+    return net, net.to_torch(p0), net.inputs(tr.X), net.tensor(tr.c)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,125 @@
+"""Discretise-then-optimise gradients: autograd = hand-written partner adjoint = finite differences."""
+
+import numpy as np
+import pytest
+import torch
+
+from ocdl import tableau
+from ocdl.torch_backend.adjoint import grad_adjoint
+from tests.conftest import setup_net, small_problem
+
+PARTNER_TABLEAUX = [n for n in tableau.names() if tableau.get(n).has_partner]
+
+
+def rel_diff(g1, g2):
+    """max over parameters of ‖g1 − g2‖_∞ / ‖g1‖_∞."""
+    return max(float((g1[k] - g2[k]).abs().max() / g1[k].abs().max().clamp_min(1e-300)) for k in g1)
+
+
+@pytest.mark.parametrize("controls", ["per-layer", "per-stage"])
+@pytest.mark.parametrize("time_steps", ["fixed", "learned"])
+@pytest.mark.parametrize("name", PARTNER_TABLEAUX)
+def test_partner_adjoint_equals_autograd(name, controls, time_steps):
+    prob = small_problem(tableau=name, controls=controls, time_steps=time_steps)
+    net, prm, Y0, c = setup_net(prob)
+    E1, g1 = net.grad_autograd(prm, Y0, c)
+    E2, g2 = grad_adjoint(net, prm, Y0, c, form="partner")
+    assert set(g1) == set(g2) == set(prob.trainable())
+    assert abs(float(E1 - E2)) <= 1e-13 * abs(float(E1))
+    assert rel_diff(g1, g2) <= 1e-12
+
+
+@pytest.mark.parametrize("controls", ["per-layer", "per-stage"])
+def test_unscaled_form_for_midpoint(controls):
+    """b = (0, 1): no partner, but the unscaled discrete adjoint exists and is exact."""
+    prob = small_problem(tableau="midpoint", controls=controls, time_steps="learned")
+    net, prm, Y0, c = setup_net(prob)
+    assert net.partner_coef is None
+    _, g1 = net.grad_autograd(prm, Y0, c)
+    _, g2 = grad_adjoint(net, prm, Y0, c)
+    assert rel_diff(g1, g2) <= 1e-12
+    from ocdl.errors import OcdlError
+
+    with pytest.raises(OcdlError, match="partner form does not exist"):
+        grad_adjoint(net, prm, Y0, c, form="partner")
+
+
+@pytest.mark.parametrize("name", ["rk4", "kutta3"])
+def test_unscaled_equals_partner_where_both_exist(name):
+    prob = small_problem(tableau=name, controls="per-stage", time_steps="learned")
+    net, prm, Y0, c = setup_net(prob)
+    _, g1 = grad_adjoint(net, prm, Y0, c, form="partner")
+    _, g2 = grad_adjoint(net, prm, Y0, c, form="unscaled")
+    assert rel_diff(g1, g2) <= 1e-12
+
+
+@pytest.mark.parametrize(
+    "family,kw",
+    [
+        ("net", {}),
+        ("resnet", {}),
+        ("odenet", {}),
+        ("odenet-simplex", {}),
+        ("monotone", {"tableau": "rk4"}),
+        ("rk", {"loss": "logistic", "mean": True, "activation": "softplus"}),
+        ("rk", {"activation": "sigmoid", "tableau": "heun"}),
+        ("rk", {"activation": "relu", "tableau": "rk38"}),
+    ],
+)
+def test_families_and_losses(family, kw):
+    prob = small_problem(family=family, **kw)
+    net, prm, Y0, c = setup_net(prob)
+    _, g1 = net.grad_autograd(prm, Y0, c)
+    _, g2 = grad_adjoint(net, prm, Y0, c)
+    assert rel_diff(g1, g2) <= 1e-12
+
+
+def _central_fd(net, prm, Y0, c, key, idx, eps):
+    def E(delta):
+        q = {k: v.clone() for k, v in prm.items()}
+        q[key].view(-1)[idx] += delta
+        with torch.no_grad():
+            return float(net.objective(q, Y0, c))
+
+    return (E(eps) - E(-eps)) / (2 * eps)
+
+
+@pytest.mark.parametrize("name,controls", [("rk4", "per-layer"), ("kutta3", "per-stage"), ("midpoint", "per-layer")])
+def test_adjoint_matches_finite_differences(name, controls):
+    prob = small_problem(tableau=name, controls=controls, time_steps="learned")
+    net, prm, Y0, c = setup_net(prob)
+    _, g = grad_adjoint(net, prm, Y0, c)
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for key in prob.trainable():
+        n = prm[key].numel()
+        for idx in rng.choice(n, size=min(n, 4), replace=False):
+            fd = _central_fd(net, prm, Y0, c, key, int(idx), 1e-5)
+            ad = float(g[key].reshape(-1)[int(idx)])
+            worst = max(worst, abs(fd - ad) / max(abs(ad), 1e-3 * float(g[key].abs().max())))
+    assert worst <= 1e-6
+
+
+def test_costates_are_gradients_of_states():
+    """p^[j] = ∂E/∂y^[j]: compare with autograd through the states."""
+    prob = small_problem(tableau="kutta3", controls="per-stage")
+    net, prm, Y0, c = setup_net(prob)
+    _, _, cs = grad_adjoint(net, prm, Y0, c, return_costates=True)
+    Y0g = Y0.clone().requires_grad_(True)
+    yN, states = net.forward(prm, Y0g, keep_states=True)
+    for s_ in states:
+        s_.retain_grad()
+    net.data_loss(prm, yN, c).backward()
+    for j, s_ in enumerate(states):
+        ref = s_.grad.T
+        assert float((cs["p"][j] - ref).abs().max()) <= 1e-12 * float(ref.abs().max())
+    assert cs["P"].shape == (prob.N, 3, Y0.shape[1], Y0.shape[0])
+
+
+def test_float32_and_device_parameter():
+    prob = small_problem(tableau="heun").replace(dtype="float32")
+    net, prm, Y0, c = setup_net(prob)
+    assert prm["K"].dtype == torch.float32 and prm["K"].device.type == "cpu"
+    _, g1 = net.grad_autograd(prm, Y0, c)
+    _, g2 = grad_adjoint(net, prm, Y0, c)
+    assert rel_diff(g1, g2) <= 1e-5
