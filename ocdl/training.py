@@ -63,9 +63,10 @@ def final_metrics(problem, params, train, test) -> dict:
 
 
 def _solve_torch(problem, train, test, d, params0, log, state=None, history=None, checkpoint=None):
-    from ocdl.torch_backend.network import TorchNetwork
+    from ocdl.torch_backend.network import TorchNetwork, configure_threads
     from ocdl.torch_backend.optim import Objective, optimise
 
+    configure_threads(train.n, d, int(problem.solver.options.get("threads", 0)))
     net = TorchNetwork(problem, d)
     base = net.to_torch(params0)
     obj = Objective(net, base, problem.trainable(), net.inputs(train.X), net.tensor(train.c),

@@ -173,3 +173,11 @@ def _axpy(y, coef, F):
     if isinstance(coef, float):
         return torch.add(y, F, alpha=coef)
     return y + coef * F
+
+
+def configure_threads(m: int, d: int, threads: int = 0) -> int:
+    """Set torch's CPU threads: ``threads`` if > 0, else 1 for small batches (m·d ≤ 2·10⁵),
+    where thread start-up and spin-waiting cost more than they give. Returns the number set."""
+    n = threads if threads > 0 else (1 if m * d <= 200_000 else torch.get_num_threads())
+    torch.set_num_threads(n)
+    return n

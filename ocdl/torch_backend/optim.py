@@ -35,7 +35,7 @@ DEFAULTS = {
     "lbfgs": {"lr": 1.0, "history_size": 20},
     "adam": {"lr": 1e-2},
 }
-COMMON = {"gradient": "adjoint", "eval_every": 0, "progress_every": 0, "checkpoint_every": 0, "gtol": 0.0}
+COMMON = {"gradient": "adjoint", "eval_every": 0, "progress_every": 0, "checkpoint_every": 0, "gtol": 0.0, "threads": 0}
 
 
 @dataclass

@@ -92,18 +92,16 @@ def discrete_adjoint_unscaled(inst: Instance):
 
 def tangent_linear(inst: Instance, seed: int = 0) -> np.ndarray:
     """v^[0..N] (N+1, d, m): the discrete forward sensitivity of the engine's states for a
-    seeded standard normal direction v^[0] (forward-mode AD, ``torch.func.jvp``)."""
-    import torch
+    seeded standard normal direction v^[0] (forward-mode AD through the engine's sweep)."""
+    import torch.autograd.forward_ad as fwAD
 
     net = inst.net
     params, Y0, _ = inst.torch_args()
     V0 = net.tensor(np.random.default_rng(seed).standard_normal(inst.Y0.shape))
-
-    def states(Y):
-        return torch.stack(net.forward(params, Y, keep_states=True)[1])
-
-    _, V = torch.func.jvp(states, (Y0,), (V0,))
-    return V.detach().numpy()
+    with fwAD.dual_level():
+        _, states = net.forward(params, fwAD.make_dual(Y0, V0), keep_states=True)
+        V = [fwAD.unpack_dual(y).tangent.detach().numpy().copy() for y in states]
+    return np.stack(V)
 
 
 def invariant(p: np.ndarray, v: np.ndarray):
@@ -165,6 +163,9 @@ def commutation(inst: Instance, casadi: bool = True, invariant_seed: int = 0) ->
             inv_var[key] = None
     return {
         "tableau": tab.name,
+        "stages": tab.s,
+        "ode_order": tab.ode_order,
+        "oc_order": tab.oc_order,
         "problem": summary(prob),
         "partner_exists": tab.has_partner,
         "E": E_ref,

@@ -76,8 +76,8 @@ def refinement_checks(res: dict, ode_order: int) -> list[tuple[str, bool]]:
 def format_commutation(res: dict) -> str:
     """The table printed by ``ocdl verify commutation``."""
     p = res["problem"]
-    tab = tableau_mod.get(res["tableau"]) if res["tableau"] in tableau_mod.names() else None
-    orders = f", ODE order {tab.ode_order}, OC order {tab.oc_order if tab.oc_order is not None else 'n/a'}" if tab else ""
+    oc = res["oc_order"] if res["oc_order"] is not None else "n/a"
+    orders = f" ({res['stages']} stages, ODE order {res['ode_order']}, OC order {oc})"
     lines = [
         f"commutation: tableau {res['tableau']}{orders}; family {p['family']}, {p['layers']} layers, "
         f"h = {p['h']:g} (T = {p['T']:g}), {p['controls']} controls, {p['activation']}, "
@@ -91,7 +91,8 @@ def format_commutation(res: dict) -> str:
         what = comm_mod.DESCRIPTIONS[name]
         if r["rel_diff"] is None:
             what = f"n/a: {r['reason']}"
-        lines.append(f"{name:<27} {_f(r['rel_diff'], '{:.2e}') if r['rel_diff'] else '0':>9}  {what}")
+        val = "—" if r["rel_diff"] is None else ("0" if r["rel_diff"] == 0 else f"{r['rel_diff']:.2e}")
+        lines.append(f"{name:<27} {val:>9}  {what}")
     if not res["partner_exists"]:
         lines += ["", "the partner form does not exist for this tableau (some b_i = 0): the discrete "
                   "adjoint is not an RK discretisation (Ã, b) of the adjoint ODE; shown in unscaled "

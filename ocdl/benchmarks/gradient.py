@@ -1,0 +1,168 @@
+"""``ocdl bench gradient``: forward sweep vs autograd vs hand-written partner adjoint.
+
+Times are medians over ``--repeats`` runs (after a warm-up), measured in one process; ratios are
+taken between medians of the same run. Memory is the memory *retained between the forward and
+the backward sweep*: for autograd the bytes of the tensors it saves (counted with
+``torch.autograd.graph.saved_tensors_hooks``, unique storages), for the adjoint the stored layer
+states y^[0..N]; on CUDA also the peak allocated memory. A scaling table over N shows the
+O(N·m·d) growth of both. With ``--train-iterations K`` it also times K gd-armijo iterations.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from ocdl import data as data_mod
+from ocdl.problem import DataSpec, NetworkSpec, Problem, SolverSpec, init_params
+
+
+def register(bsub):
+    p = bsub.add_parser("gradient", help="forward / autograd / partner-adjoint timing and memory")
+    p.add_argument("--data", default="spiral")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--layers", type=int, default=15)
+    p.add_argument("--tableau", default="rk4")
+    p.add_argument("--controls", default="per-layer", choices=("per-layer", "per-stage"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=31)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: auto)")
+    p.add_argument("--train-iterations", type=int, default=10000, help="time this many gd-armijo iterations (0: skip)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _median_time(f, repeats, sync):
+    f()
+    sync()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        sync()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def _saved_bytes(f):
+    seen = {}
+
+    def pack(t):
+        try:
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
+        except Exception:
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        f()
+    return sum(seen.values())
+
+
+def measure(problem, repeats=31, device="cpu"):
+    from ocdl.torch_backend.adjoint import grad_adjoint
+    from ocdl.torch_backend.network import TorchNetwork
+
+    tr, _ = data_mod.make(problem.data)
+    d = problem.width(tr.dim)
+    net = TorchNetwork(problem, d, device=device)
+    prm = net.to_torch(init_params(problem, d))
+    Y0, c = net.inputs(tr.X), net.tensor(tr.c)
+    cuda = net.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def fwd():
+        with torch.no_grad():
+            net.objective(prm, Y0, c)
+
+    row = {
+        "forward_s": _median_time(fwd, repeats, sync),
+        "autograd_s": _median_time(lambda: net.grad_autograd(prm, Y0, c), repeats, sync),
+        "adjoint_s": _median_time(lambda: grad_adjoint(net, prm, Y0, c), repeats, sync),
+    }
+    row["adjoint_over_forward"] = row["adjoint_s"] / row["forward_s"]
+    row["autograd_over_forward"] = row["autograd_s"] / row["forward_s"]
+    row["adjoint_over_autograd"] = row["adjoint_s"] / row["autograd_s"]
+    leaves = {k: v.detach().clone().requires_grad_(k in problem.trainable()) for k, v in prm.items()}
+    row["autograd_saved_bytes"] = _saved_bytes(lambda: net.objective(leaves, Y0, c))
+    with torch.no_grad():
+        _, states = net.forward(prm, Y0, keep_states=True)
+    row["adjoint_states_bytes"] = sum(s.numel() * s.element_size() for s in states)
+    if cuda:
+        for key, f in (("forward", fwd), ("autograd", lambda: net.grad_autograd(prm, Y0, c)),
+                       ("adjoint", lambda: grad_adjoint(net, prm, Y0, c))):
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            f()
+            sync()
+            row[f"{key}_cuda_peak_bytes"] = torch.cuda.max_memory_allocated() - base
+    return row
+
+
+def time_training(problem, iterations):
+    from ocdl.training import train
+
+    p = problem.replace(solver=SolverSpec(backend="torch", name="gd-armijo", iterations=iterations,
+                                          options={"progress_every": max(1, iterations // 10)}))
+    t0 = time.perf_counter()
+    res, metrics = train(p, out=None, quiet=True, figures=False)
+    return {"iterations": iterations, "wall_s": time.perf_counter() - t0, "objective": metrics["objective"],
+            "train_accuracy": metrics["train_accuracy"], "function_evaluations": res.metrics["function_evaluations"],
+            "gradient_evaluations": res.metrics["gradient_evaluations"]}
+
+
+def run(a) -> int:
+    from ocdl.torch_backend.network import configure_threads
+
+    def problem(N):
+        return Problem(
+            data=DataSpec(a.data, n=a.n),
+            network=NetworkSpec(family="rk", tableau=a.tableau, layers=N, h=0.1, controls=a.controls),
+            device=a.device,
+        )
+
+    threads = configure_threads(a.n, 2, a.threads)
+    main = measure(problem(a.layers), a.repeats, a.device)
+    scaling = []
+    for N in (a.layers, 2 * a.layers, 4 * a.layers):
+        r = measure(problem(N), max(5, a.repeats // 3), a.device)
+        scaling.append({"N": N, "autograd_saved_bytes": r["autograd_saved_bytes"],
+                        "adjoint_states_bytes": r["adjoint_states_bytes"],
+                        "adjoint_over_forward": r["adjoint_over_forward"]})
+    out = {"problem": {"data": a.data, "m": a.n, "N": a.layers, "tableau": a.tableau, "controls": a.controls,
+                       "device": a.device, "dtype": "float64", "threads": threads, "repeats": a.repeats},
+           "gradient": main, "memory_scaling": scaling}
+    if a.train_iterations > 0:
+        out["training"] = time_training(problem(a.layers), a.train_iterations)
+    if a.json:
+        print(json.dumps(out))
+        return 0
+    P_ = out["problem"]
+    print(f"ocdl bench gradient: {P_['data']}, m = {P_['m']}, N = {P_['N']}, {P_['tableau']}, {P_['controls']}, "
+          f"float64, {P_['device']}, {threads} thread(s), median of {a.repeats}")
+    print(f"{'':<22}{'median':>12}{'× forward':>12}{'retained memory':>18}")
+    g = main
+    print(f"{'forward':<22}{g['forward_s'] * 1e3:>10.3f}ms{1.0:>12.2f}{'-':>18}")
+    print(f"{'autograd gradient':<22}{g['autograd_s'] * 1e3:>10.3f}ms{g['autograd_over_forward']:>12.2f}"
+          f"{g['autograd_saved_bytes'] / 1024:>15.1f}KiB")
+    print(f"{'adjoint gradient':<22}{g['adjoint_s'] * 1e3:>10.3f}ms{g['adjoint_over_forward']:>12.2f}"
+          f"{g['adjoint_states_bytes'] / 1024:>15.1f}KiB")
+    print(f"adjoint / autograd = {g['adjoint_over_autograd']:.2f}")
+    for key in ("forward", "autograd", "adjoint"):
+        if f"{key}_cuda_peak_bytes" in g:
+            print(f"CUDA peak {key}: {g[f'{key}_cuda_peak_bytes'] / 1024:.1f} KiB")
+    print("memory retained between sweeps vs N (KiB): " + ", ".join(
+        f"N={r['N']}: autograd {r['autograd_saved_bytes'] / 1024:.0f}, adjoint {r['adjoint_states_bytes'] / 1024:.0f}"
+        for r in scaling))
+    if "training" in out:
+        t = out["training"]
+        print(f"gd-armijo: {t['iterations']} iterations in {t['wall_s']:.1f} s "
+              f"({t['wall_s'] / t['iterations'] * 1e3:.2f} ms/iteration; {t['function_evaluations']} objective and "
+              f"{t['gradient_evaluations']} gradient evaluations); final E = {t['objective']:.6g}, "
+              f"train accuracy {t['train_accuracy']:.3f}")
+    return 0
