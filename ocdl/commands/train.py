@@ -69,7 +69,8 @@ def problem_from_args(a) -> P.Problem:
         classifier=P.ClassifierSpec(trainable=a.classifier == "trainable", W=tuple(a.W) if a.W else None, mu=a.mu),
         objective=P.ObjectiveSpec(loss=a.loss, mean=a.mean, tikhonov=tik, smooth=a.reg_smooth),
         init=P.InitSpec(seed=a.init_seed, beta=a.beta_init, mu=a.mu_init),
-        solver=P.SolverSpec(backend=a.backend, name=a.solver or _default_solver(a.backend), iterations=a.iterations,
+        solver=P.SolverSpec(backend=a.backend, name=a.solver or _default_solver(a.backend),
+                            iterations=1000 if a.iterations is None else a.iterations,
                             options=solver_options(a)),
         dtype=a.dtype,
         device=a.device,
@@ -93,7 +94,7 @@ def add_solver_arguments(p):
     g = p.add_argument_group("solver")
     g.add_argument("--backend", default="torch", choices=P.BACKENDS)
     g.add_argument("--solver", help="torch: gd-armijo | gd-lipschitz | lbfgs | adam; casadi: ipopt | bvp")
-    g.add_argument("--iterations", type=int, default=1000)
+    g.add_argument("--iterations", type=int, help="iterations in total (default 1000; with --resume: the run's own)")
     g.add_argument("--tol", type=float, help="casadi: KKT tolerance (default 1e-10)")
     g.add_argument("--hessian", choices=("exact", "lbfgs"), help="casadi: Hessian of the Lagrangian")
     g.add_argument("--formulation", choices=("full", "reduced"), help="casadi: full-space or reduced NLP")
@@ -123,7 +124,7 @@ def run(a) -> int:
 
     if a.resume:
         problem, _, _ = rundir.load(a.resume)
-        if "--iterations" in _argv_flags(a):
+        if a.iterations is not None:
             problem = problem.replace(solver__iterations=a.iterations)
     elif a.config:
         problem = rundir.read_config(Path(a.config))
@@ -134,8 +135,3 @@ def run(a) -> int:
         return 130
     return 0 if res.success else 1
 
-
-def _argv_flags(a):
-    import sys
-
-    return {x.split("=")[0] for x in sys.argv[1:] if x.startswith("--")}
