@@ -72,11 +72,11 @@ def register(sub):
     a.set_defaults(func=run_all)
 
 
-def _quiet_threads():
-    """These problems are tiny: one intra-op thread avoids oversubscription on shared cores."""
-    import torch
+def _quiet_threads(m: int = 1, d: int = 2):
+    """Torch CPU threads for these small batches (one thread; see ``configure_threads``)."""
+    from ocdl.torch_backend.network import configure_threads
 
-    torch.set_num_threads(1)
+    configure_threads(m, d)
 
 
 def _tableau(args):
@@ -100,8 +100,9 @@ def run_commutation(args) -> int:
         base, tableau=tab, layers=args.layers, h=args.h, data=args.data, n=args.n, controls=args.controls,
         seed=args.seed, family=args.family, activation=args.activation, width=args.width,
     )
-    _quiet_threads()
-    res = commutation.commutation(instance.Instance.make(prob), casadi=not args.no_casadi)
+    inst = instance.Instance.make(prob)
+    _quiet_threads(inst.m, inst.d)
+    res = commutation.commutation(inst, casadi=not args.no_casadi)
     if args.json:
         print(report.dumps(res))
     else:

@@ -91,17 +91,20 @@ def discrete_adjoint_unscaled(inst: Instance):
 
 
 def tangent_linear(inst: Instance, seed: int = 0) -> np.ndarray:
-    """v^[0..N] (N+1, d, m): the discrete forward sensitivity of the engine's states for a
-    seeded standard normal direction v^[0] (forward-mode AD through the engine's sweep)."""
-    import torch.autograd.forward_ad as fwAD
+    """v^[0..N] (N+1, d, m): the discrete forward sensitivity v^[j] = (∂y^[j]/∂y^[0]) v^[0] of the
+    engine's states for a seeded standard normal direction v^[0], by the double-backward
+    identity J v = ∂/∂w ⟨Jᵀ w, v⟩ (two reverse sweeps of autograd through the engine)."""
+    import torch
 
     net = inst.net
     params, Y0, _ = inst.torch_args()
     V0 = net.tensor(np.random.default_rng(seed).standard_normal(inst.Y0.shape))
-    with fwAD.dual_level():
-        _, states = net.forward(params, fwAD.make_dual(Y0, V0), keep_states=True)
-        V = [fwAD.unpack_dual(y).tangent.detach().numpy().copy() for y in states]
-    return np.stack(V)
+    Y0 = Y0.requires_grad_(True)
+    states = torch.stack(net.forward(params, Y0, keep_states=True)[1])
+    w = torch.zeros_like(states, requires_grad=True)
+    (JTw,) = torch.autograd.grad((states * w).sum(), Y0, create_graph=True)
+    (V,) = torch.autograd.grad((JTw * V0).sum(), w)
+    return V.detach().numpy()
 
 
 def invariant(p: np.ndarray, v: np.ndarray):

@@ -7,7 +7,9 @@ Expectations (the pass/fail of the report):
                  ≤ 1e-12; CasADi AD equals autograd to ≤ 1e-12 where the engine exists;
                  the same-tableau and continuous OTD gradients differ visibly: rel_diff > 1e-6,
                  and the invariant drifts (> 1e-8) for the same-tableau costates.
-    refinement   the gap of those two shrinks as h → 0 at the ODE order (slope within ±0.3).
+    refinement   the gap of those two shrinks as h → 0 at least at the ODE order p (slope ≥ p − 0.3;
+                 the difference of two order-p approximations is O(h^p), and can be smaller:
+                 heun's same-tableau gap is measured at order 3).
     order        state, costate and gradient slopes within ±0.3 of the ODE order; the optimal
                  control's slope within ±0.3 of the order in optimal control (Hager).
 """
@@ -69,7 +71,7 @@ def order_checks(res: dict) -> list[tuple[str, bool]]:
 
 
 def refinement_checks(res: dict, ode_order: int) -> list[tuple[str, bool]]:
-    return [(f"{m} gap slope {s:.2f} ≈ {ode_order}", abs(s - ode_order) <= SLOPE_TOL) for m, s in res["slopes"].items()]
+    return [(f"{m} gap slope {s:.2f} ≥ {ode_order}", s >= ode_order - SLOPE_TOL) for m, s in res["slopes"].items()]
 
 
 # ---------------------------------------------------------------------------- text
@@ -255,6 +257,9 @@ def markdown(results: dict) -> str:
     L += [
         "",
         "## Refinement: the OTD gap as h → 0 (per-layer controls, T fixed, each layer split in r)",
+        "",
+        "The gradient compared is the one with respect to the coarse controls (sum over the r copies of a "
+        "layer), a quantity independent of h. Expected: slope ≥ the ODE order.",
         "",
         "| tableau | ODE order | same tableau: h = 0.1, 0.05, 0.025 | slope | continuous: h = 0.1, 0.05, 0.025 | slope | check |",
         "|---|---|---|---|---|---|---|",
