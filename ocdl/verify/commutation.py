@@ -210,12 +210,14 @@ def refine(inst: Instance, r: int) -> Instance:
 
 
 def coarse(g: dict, N: int, r: int) -> dict:
-    """The gradient with respect to the coarse controls (sum over the r copies of a layer)."""
+    """The gradient with respect to the coarse parameters, by the chain rule through the
+    refinement: K, β of a coarse layer feed r copies (sum); its step h_j feeds r steps h_j / r
+    (mean)."""
     out = dict(g)
     for k in ("K", "beta", "h"):
         if k in out:
             a = np.asarray(out[k])
-            out[k] = a.reshape(N, r, *a.shape[1:]).sum(1)
+            out[k] = a.reshape(N, r, *a.shape[1:]).sum(1) / (r if k == "h" else 1)
     return out
 
 
