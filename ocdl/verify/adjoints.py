@@ -78,13 +78,16 @@ def partner(inst) -> AdjointResult:
     p_grid[N] = p
     S_ = (s + 1) * d
     I = np.eye(d)
+
+    def blk(r):  # block r of the unknowns: 0 = p^[j], 1 + i = P_i
+        return slice(r * d, (r + 1) * d)
+
     for j in range(N - 1, -1, -1):
         h = hs[j]
         Ys, Fs, Zs, Ss = layers[j]
         us = [inst.control(j, i) for i in range(s)]
         JT = [jacobian_T(fld, Ys[i], Zs[i], Ss[i], us[i][0], d) for i in range(s)]
         M = np.zeros((m, S_, S_))
-        blk = lambda r: slice(r * d, (r + 1) * d)  # noqa: E731  (block r: 0 = p^[j], 1+i = P_i)
         M[:, blk(0), blk(0)] = I
         for i in range(s):
             M[:, blk(0), blk(1 + i)] = -h * b[i] * JT[i]

@@ -48,8 +48,6 @@ def build_problem(base: Problem | None = None, *, tableau: str | None = None, la
         rep["network__h"], rep["network__T"] = float(h), None
     elif T is not None:
         rep["network__T"], rep["network__h"] = float(T), None
-    elif layers is not None and base.network.h is None and base.network.T is None:
-        pass  # the family's default h
     if data is not None:
         rep["data__name"] = data
     if n is not None:
