@@ -1,7 +1,7 @@
 """Tiny array namespaces so that one formula serves NumPy, PyTorch and CasADi.
 
 Only the primitives the activations and losses need: tanh, exp, log1p, abs, sin, cos,
-relu = max(x, 0), step = [x > 0] (as a float), clip, and affine(K, Y, β) = K Y + β 1ᵀ.
+relu = max(x, 0), step = [x > 0] (as a float), clip, affine(K, Y, β) = K Y + β 1ᵀ, stack, asarray.
 """
 
 from __future__ import annotations
@@ -20,6 +20,14 @@ class _Numpy:
     @staticmethod
     def relu(x):
         return np.maximum(x, 0.0)
+
+    @staticmethod
+    def stack(arrays, axis):
+        return np.stack(arrays, axis)
+
+    @staticmethod
+    def asarray(x, like):
+        return np.asarray(x, dtype=like.dtype)
 
     @staticmethod
     def dsigma_mul(act, Z, S, M):
@@ -56,6 +64,12 @@ class _Torch:
 
     def step(self, x):
         return (x > 0).to(x.dtype)
+
+    def stack(self, arrays, axis):
+        return self.t.stack(arrays, axis)
+
+    def asarray(self, x, like):
+        return self.t.as_tensor(x, dtype=like.dtype, device=like.device)
 
     def dsigma_mul(self, act, Z, S, M):
         """σ'(Z) ⊙ M, with S = σ(Z); fused kernels for tanh and sigmoid."""

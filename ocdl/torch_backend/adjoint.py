@@ -75,9 +75,8 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
                 continue
             h = hs[j]
             Ys, Fs, Zs, Ss = net.stages(u[j], y, h)
-            dKs, dbs = [None] * s, [None] * s
             JT = [None] * s  # J_lᵀ P_l (partner) or J_lᵀ μ_l (unscaled)
-            Ps = [None] * s
+            Ps, aux, hw = [None] * s, [None] * s, [0.0] * s
             p_next = p
             for i in range(s - 1, -1, -1):
                 if form == "partner":
@@ -93,19 +92,19 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
                         if net.a[l][i] != 0.0:
                             Pi = torch.add(Pi, JT[l], alpha=h * net.a[l][i])
                     weight = 1.0
-                JtP, dK, db = net.field.vjp(Ys[i], Zs[i], Ss[i], u[j][i][0], Pi)
-                JT[i] = JtP
+                JT[i], aux[i] = net.field.vjp_state(Ys[i], Zs[i], Ss[i], u[j][i][0], Pi)
                 Ps[i] = Pi
-                hw = h * weight
-                dKs[i], dbs[i] = hw * dK, hw * db
+                hw[i] = h * weight
                 if "h" in grads:
                     gh[j] = gh[j] + weight * torch.vdot(Pi.flatten(), Fs[i].flatten())
-                p_next = torch.add(p_next, JtP, alpha=hw)
+                p_next = torch.add(p_next, JT[i], alpha=hw[i])
             p = p_next
+            # ∂E/∂u = Σ_i h w_i (∂_u f(Y_i))ᵀ P_i: per stage, or summed over the stages in one product
             if net.per_stage:
-                gK[j], gb[j] = torch.stack(dKs), torch.stack(dbs)
+                dK, db = zip(*(net.field.vjp_params([Ys[i]], [aux[i]], [hw[i]]) for i in range(s)))
+                gK[j], gb[j] = torch.stack(dK), torch.stack(db)
             else:
-                gK[j], gb[j] = sum(dKs[1:], dKs[0]), sum(dbs[1:], dbs[0])
+                gK[j], gb[j] = net.field.vjp_params(Ys, aux, hw)
             if return_costates:
                 p_all[j] = p
                 P_all[j] = torch.stack(Ps)
