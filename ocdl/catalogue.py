@@ -24,7 +24,7 @@ from ocdl import problem as problem_mod
 from ocdl.errors import OcdlError
 
 __all__ = ["root", "discover", "resolve", "read", "load", "load_text", "describe", "key_lines",
-           "apply_overrides", "parse_override", "name_of"]
+           "apply_overrides", "parse_override", "override", "name_of"]
 
 
 def root() -> Path:
@@ -108,9 +108,18 @@ def _located(source: str, text: str, err: OcdlError) -> OcdlError:
     """``source:LINE: message`` for a validation error that starts with a key name."""
     msg = str(err)
     m = _ERR_KEY.match(msg)
-    line = _line_of(m.group(1), key_lines(text)) if m else None
+    if m:
+        key = m.group(1)
+    else:  # errors of the registries (tableau, activation) name no key: add it
+        key = next((k for word, k in _REGISTRY_KEYS.items() if word in msg), None)
+        if key:
+            msg = f"{key}: {msg}"
+    line = _line_of(key, key_lines(text)) if key else None
     where = f"{source}:{line}" if line else source
     return OcdlError(f"{where}: {msg}")
+
+
+_REGISTRY_KEYS = {"tableau": "network.tableau", "activation": "network.activation"}
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -154,17 +163,22 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> problem_mod.Problem
 
 def _build(data: dict, text: str, source: str, overrides: Iterable[str]) -> problem_mod.Problem:
     try:
-        problem_mod.from_dict(data)
+        problem = problem_mod.from_dict(data)
     except OcdlError as e:
         raise _located(source, text, e) from None
+    return override(problem, overrides, source)
+
+
+def override(problem: problem_mod.Problem, overrides: Iterable[str], source: str = "problem") -> problem_mod.Problem:
+    """``problem`` with ``section.key=value`` overrides applied, validated again."""
     overrides = list(overrides)
     if not overrides:
-        return problem_mod.from_dict(data)
-    data = apply_overrides(data, overrides)
+        return problem
+    data = apply_overrides(problem.to_dict(), overrides)
     try:
         return problem_mod.from_dict(data)
     except OcdlError as e:
-        raise OcdlError(f"{source} with {' '.join(overrides)}: {e}") from None
+        raise OcdlError(f"{source} with --set {' --set '.join(overrides)}: {e}") from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

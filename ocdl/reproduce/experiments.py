@@ -1,0 +1,153 @@
+"""The experiments of a reproduction target: problem files of the catalogue and their roles.
+
+A target is a folder of the catalogue (:mod:`ocdl.catalogue`): ``paper`` = ``problems/paper``,
+``highacc`` = ``problems/highacc``. Each problem file ``<group>/<data>-<variant>.toml`` under it
+is one experiment, for instance ``paper/rk/spiral-kutta4.toml``: group ``rk``, data ``spiral``,
+variant ``kutta4``. The groups of ``paper``:
+
+    lts                 learned time steps: Net, ResNet, ODENet, ODENet+simplex × 4 data sets
+    rk                  Runge–Kutta networks: Euler, Improved Euler, Kutta(3), Kutta(4) × 4 data sets
+    init2               the learned-time-step networks on spiral from a second initialisation
+    trained-classifier  the learned-time-step networks on donut2d with W, μ trained
+
+``--quick`` (:func:`quick`) divides the iteration count by 40 (at least 50) and uses at most 200
+samples, for CI-sized runs; the figures and the table are drawn the same way.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ocdl import catalogue, problem as problem_mod
+from ocdl.errors import OcdlError
+
+TARGETS = ("paper", "highacc")
+LABELS = {
+    "net": "Net", "resnet": "ResNet", "odenet": "ODENet", "odenet-simplex": "ODENet+simplex",
+    "euler": "Euler", "improved-euler": "Improved Euler", "kutta3": "Kutta(3)", "kutta4": "Kutta(4)",
+}
+GROUP_TITLES = {
+    "lts": "learned time steps (classifier fixed at W = [10, 10], μ = 0)",
+    "rk": "Runge–Kutta networks (15 layers, h = 0.1)",
+    "init2": "learned time steps, second initialisation",
+    "trained-classifier": "learned time steps, classifier trained",
+}
+QUICK_DIVISOR = 40
+QUICK_MIN_ITERATIONS = 50
+QUICK_MAX_SAMPLES = 200
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One problem file in its role: ``name`` = ``<group>/<data>-<variant>``."""
+
+    name: str
+    group: str
+    data: str
+    variant: str
+    path: Path
+    problem: problem_mod.Problem
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.variant, self.variant)
+
+    @property
+    def key(self) -> str:
+        """The cache key: a hash of the problem's plain data (any change reruns it)."""
+        blob = json.dumps(self.problem.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def cost(self) -> float:
+        """A relative cost (iterations × samples × stages), to start the longest first."""
+        p = self.problem
+        stages = 1 if p.family == "net" else p.n_stages
+        return float(p.solver.iterations) * p.data.n * p.N * stages
+
+
+def quick(problem: problem_mod.Problem) -> problem_mod.Problem:
+    """The --quick variant: iterations / 40 (≥ 50), at most 200 samples; the progress and
+    evaluation intervals are scaled with the iteration count."""
+    it = max(QUICK_MIN_ITERATIONS, problem.solver.iterations // QUICK_DIVISOR)
+    opts = dict(problem.solver.options)
+    for key in ("eval_every", "progress_every", "checkpoint_every"):
+        if opts.get(key):
+            opts[key] = max(1, int(opts[key]) * it // max(1, problem.solver.iterations))
+    if problem.solver.backend != "torch":
+        it = problem.solver.iterations  # IPOPT's iteration limit is a safeguard, not the budget
+    return problem.replace(
+        data__n=min(problem.data.n, QUICK_MAX_SAMPLES),
+        data__n_test=None if problem.data.n_test is None else min(problem.data.n_test, QUICK_MAX_SAMPLES),
+        solver__iterations=it,
+        solver__options=opts,
+    )
+
+
+_GROUP_ORDER = ("lts", "rk", "init2", "trained-classifier")
+_DATA_ORDER = ("donut1d", "donut2d", "spiral", "squares")
+
+
+def _order(e: "Experiment"):
+    """Paper order: group, data set, then network / method as in :data:`LABELS`."""
+    def pos(seq, x):
+        return seq.index(x) if x in seq else len(seq)
+
+    return (pos(_GROUP_ORDER, e.group), e.group, pos(_DATA_ORDER, e.data), e.data,
+            pos(tuple(LABELS), e.variant), e.variant)
+
+
+def _parse_name(rel: Path, target: str) -> tuple[str, str, str]:
+    group = rel.parent.as_posix()
+    group = target if group in ("", ".") else group
+    stem = rel.stem
+    if "-" not in stem:
+        raise OcdlError(f"problem file {rel}: expected a name <data>-<variant>.toml")
+    data, variant = stem.split("-", 1)
+    return group, data, variant
+
+
+def select(
+    target: str = "paper",
+    data: list[str] | None = None,
+    groups: list[str] | None = None,
+    only: list[str] | None = None,
+    quick_mode: bool = False,
+    folder: str | Path | None = None,
+) -> list[Experiment]:
+    """The experiments of ``target`` (a catalogue folder), filtered by data set, group and
+    ``only`` (glob patterns on the experiment name), each validated (errors name file and line).
+    """
+    if target not in TARGETS:
+        raise OcdlError(f"unknown reproduction target {target!r}; known: {', '.join(TARGETS)}")
+    base = Path(folder) if folder is not None else catalogue.root() / target
+    files = catalogue.discover(base)
+    out = []
+    for path in files:
+        rel = path.relative_to(base)
+        group, d, variant = _parse_name(rel, target)
+        name = f"{group}/{d}-{variant}"
+        if data and d not in data:
+            continue
+        if groups and group not in groups:
+            continue
+        if only and not any(fnmatch.fnmatch(name, pat) or fnmatch.fnmatch(f"{d}-{variant}", pat) for pat in only):
+            continue
+        prob = catalogue.load(path)
+        if prob.data.name != d:
+            raise OcdlError(f"{path}: file name says data set {d!r} but data.name = {prob.data.name!r}")
+        if quick_mode:
+            prob = quick(prob)
+        out.append(Experiment(name, group, d, variant, path, prob))
+    out.sort(key=_order)
+    if not out:
+        raise OcdlError(
+            f"no experiment of target {target!r} matches"
+            + (f" --data {','.join(data)}" if data else "")
+            + (f" --group {','.join(groups)}" if groups else "")
+            + (f" --only {','.join(only)}" if only else "")
+        )
+    return out
