@@ -11,6 +11,7 @@ Finished experiments are cached in DIR (``done.json``); rerunning the same comma
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -25,9 +26,9 @@ def _jobs(s: str) -> int:
     try:
         v = int(s)
     except ValueError:
-        raise OcdlError(f"--jobs: expected a positive integer, got {s!r}") from None
+        v = 0
     if v < 1:
-        raise OcdlError(f"--jobs: expected a positive integer, got {s!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
     return v
 
 
@@ -79,7 +80,8 @@ def run(a) -> int:
     print(f"reproduce {a.target} ({mode}): {len(exps)} experiments — {len(res['ran'])} run, "
           f"{len(res['cached'])} cached, {len(res['failed'])} failed — wall time {wall:.1f} s")
     if loaded:
-        print(f"summary: {out / 'summary.md'}; figures: {out / 'figures'} ({len(written)} figures, PNG and PDF)")
+        figs = "skipped" if a.no_figures else f"{out / 'figures'} ({len(written)} figures, PNG and PDF)"
+        print(f"summary: {out / 'summary.md'}; figures: {figs}")
     if res["interrupted"]:
         return 130
     return 1 if res["failed"] else 0

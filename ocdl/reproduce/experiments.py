@@ -11,7 +11,8 @@ variant ``kutta4``. The groups of ``paper``:
     trained-classifier  the learned-time-step networks on donut2d with W, μ trained
 
 ``--quick`` (:func:`quick`) divides the iteration count by 40 (at least 50) and uses at most 200
-samples, for CI-sized runs; the figures and the table are drawn the same way.
+samples, for CI-sized runs; the paper's figures and the table are drawn the same way (the run
+directories then skip their own per-run figures).
 """
 
 from __future__ import annotations

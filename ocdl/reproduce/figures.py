@@ -236,6 +236,9 @@ def classifier_figure(res: Results, data: str, out: Path, written: list) -> None
 
 def draw_all(out: str | Path, experiments: list[Experiment], loaded: dict) -> list[str]:
     """Draw every figure the finished experiments allow into ``out``/figures; returns names."""
+    from ocdl.torch_backend.network import configure_threads
+
+    configure_threads(150 * 150, 2)  # small batches (a 150² grid): one thread, as in training
     folder = Path(out) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     res = Results(experiments, loaded)

@@ -41,15 +41,16 @@ DONE = "done.json"
 
 
 # ------------------------------------------------------------------------------ worker side
-def run_experiment(name: str, problem_dict: dict, forward: bool = True) -> dict:
-    """Train one experiment (on a Dask worker); return {'files': {relpath: bytes}, 'status', …}."""
+def run_experiment(name: str, problem_dict: dict, forward: bool = True, figures: bool = True) -> dict:
+    """Train one experiment (on a Dask worker); return {'files': {relpath: bytes}, 'status', …}.
+    ``figures``: the run directory's own figures (prediction.png, …; skipped by --quick)."""
     from ocdl import problem as problem_mod, training
 
     problem = problem_mod.from_dict(problem_dict, source=name)
     with tempfile.TemporaryDirectory(prefix="ocdl-experiment-") as tmp:
         out = Path(tmp) / "run"
         log = _forwarder(name, strip=f" -> {out}") if forward else None
-        _, metrics = training.train(problem, out=out, log=log, quiet=log is None)
+        _, metrics = training.train(problem, out=out, log=log, quiet=log is None, figures=figures)
         files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     return {
         "name": name,
@@ -231,7 +232,7 @@ def run(
         client.subscribe_topic(TOPIC, progress.event)
         futures = {}
         for rank, exp in enumerate(todo):
-            fut = client.submit(run_experiment, exp.name, exp.problem.to_dict(), verbose,
+            fut = client.submit(run_experiment, exp.name, exp.problem.to_dict(), verbose, not quick_mode,
                                 key=f"ocdl-{exp.name.replace('/', '-')}-{exp.key}", pure=False,
                                 priority=len(todo) - rank)
             futures[fut] = exp
