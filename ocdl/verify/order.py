@@ -185,7 +185,10 @@ def order(tableau: str, Ns=NS, T: float = 1.0, n: int = 20, seed: int = 0, contr
 
 
 def _control_errors(h) -> list:
-    """The grid-control errors from whatever ``hager_errors`` returns (dict or object)."""
+    """The per-N grid-control errors from ``hager_errors``'s answer: a dict with a ``control``
+    list, a list of per-N dicts, or an object with a ``control`` attribute."""
     if isinstance(h, dict):
-        return h["control"]
-    return h.control
+        return list(h["control"])
+    if isinstance(h, (list, tuple)) and h and isinstance(h[0], dict):
+        return [row["control"] for row in h]
+    return list(h.control)
