@@ -1,0 +1,50 @@
+"""``ocdl demo --out DIR``: the main job — a high-accuracy CasADi solve of the embedded problem,
+cross-checked with the PyTorch engine, commutation and stability checks, a report.
+
+    ocdl demo --out runs/demo
+    ocdl demo --out runs/demo-small --n 100
+    ocdl demo --out runs/demo-k3 --set network.tableau=kutta3
+    ocdl demo --print-problem            # the embedded problem file
+"""
+
+from __future__ import annotations
+
+from ocdl.errors import OcdlError
+
+
+def _positive(s: str) -> int:
+    import argparse
+
+    try:
+        v = int(s)
+    except ValueError:
+        v = 0
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 2, got {s!r}")
+    return v
+
+
+def register(sub):
+    p = sub.add_parser("demo", help="the main job: CasADi solve to KKT 1e-10, PyTorch cross-check, commutation, stability, report")
+    p.add_argument("--out", help="output folder (report.md, report.json, checks.png, run/)")
+    p.add_argument("--n", type=_positive, help="training samples (default: the embedded problem's)")
+    p.add_argument("--quick", action="store_true", help=f"a small instance (n = 40) for a smoke run")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="change one setting of the embedded problem (TOML value); repeatable")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    p.add_argument("--print-problem", action="store_true", help="print the embedded problem file and exit")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(a) -> int:
+    from ocdl import demo
+
+    if a.print_problem:
+        print(demo.PROBLEM_TOML, end="")
+        return 0
+    if not a.out:
+        raise OcdlError("demo: --out DIR is required")
+    report = demo.run(a.out, n=a.n, quick=a.quick, overrides=a.overrides, force=a.force,
+                      log=None if a.quiet else print)
+    return 0 if demo.passed(report) else 1
