@@ -202,3 +202,27 @@ def test_property_inverse_data_perturbation(d, k, lam, delta, seed):
     sol = flows.integrate(flow, controls, np.stack([y0, y0], axis=1), diff_scale=np.array([delta]), interior=2)
     meas = np.linalg.norm(sol.D[1:, 0, 0], axis=-1)
     assert np.all(meas <= (1 + TOL) * lam * np.linalg.norm(A[0], 2) * sol.t[1:] * delta)
+
+
+def test_explicit_midpoint_relu_expands_below_euler_bound():
+    """The scan finds explicit midpoint (b = (0, 1)) layers with relu expanding at h‖K‖² < 2/L;
+    the worst case is re-checked with the step written out by hand (not through rk_step)."""
+    K, beta, y, yd = discrete.draw_cases(120, 2, 1, seed=0)
+    x = 1.8
+    g = discrete.growth(tableau_mod.get("midpoint"), "relu", K, beta, y, yd, [x])[0]
+    b = int(np.argmax(g))
+    assert g[b] > 1.0 + 1e-4
+    Kb, bb = K[b, 0], beta[b, 0]
+    h = x / np.linalg.norm(Kb, 2) ** 2
+
+    def f(v):
+        return -Kb.T @ np.maximum(Kb @ v + bb, 0.0)
+
+    def midpoint(v):
+        return v + h * f(v + 0.5 * h * f(v))
+
+    ratio = np.linalg.norm(midpoint(yd[b]) - midpoint(y[b])) / np.linalg.norm(yd[b] - y[b])
+    assert ratio == pytest.approx(g[b], rel=1e-9)
+    # Euler, same case and step: non-expansive, as proved
+    euler = np.linalg.norm(yd[b] - y[b] + h * (f(yd[b]) - f(y[b]))) / np.linalg.norm(yd[b] - y[b])
+    assert euler <= 1.0 + 1e-12

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -25,9 +26,9 @@ def _dims(s: str) -> tuple[int, ...]:
         else:
             dims = tuple(int(x) for x in s.split(","))
     except ValueError:
-        raise OcdlError(f"--dim: expected N, A-B or a comma list of widths, got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"expected N, A-B or a comma list of widths, got {s!r}") from None
     if not dims or min(dims) < 1 or max(dims) > 64:
-        raise OcdlError(f"--dim: widths must lie in 1…64, got {s!r}")
+        raise argparse.ArgumentTypeError(f"widths must lie in 1…64, got {s!r}")
     return dims
 
 
@@ -35,9 +36,9 @@ def _positive_int(s: str) -> int:
     try:
         v = int(s)
     except ValueError:
-        raise OcdlError(f"expected a positive integer, got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
     if v < 1:
-        raise OcdlError(f"expected a positive integer, got {s!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
     return v
 
 
@@ -45,9 +46,9 @@ def _positive_float(s: str) -> float:
     try:
         v = float(s)
     except ValueError:
-        raise OcdlError(f"expected a positive number, got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
     if not (v > 0 and v < float("inf")):
-        raise OcdlError(f"expected a finite positive number, got {s!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {s!r}")
     return v
 
 
@@ -205,6 +206,8 @@ def run_all(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise OcdlError(f"--out {str(out)!r} exists and is not a folder")
+    if args.docs and Path(args.docs).is_dir():
+        raise OcdlError(f"--docs {args.docs!r} is a folder; give the page's file name")
     t0 = time.perf_counter()
     res = report.measure_all(quick=args.quick, seed=args.seed, log=print)
     res["quick"] = args.quick
