@@ -2,7 +2,8 @@
 formulas and reST roles; render them faithfully as Markdown.
 
 * ``:class:`~ocdl.problem.Problem``` and friends become code spans (`Problem`);
-* ``a[j][i]`` is not a Markdown reference link: the brackets are escaped.
+* ``a[j][i]`` and ``y^[N](x)`` are no Markdown links: ``][`` and ``](`` are escaped outside
+  indented blocks (which Markdown shows verbatim).
 """
 
 import re
@@ -10,12 +11,13 @@ import re
 import griffe
 
 _ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|obj|exc):`~?([^`]+)`")
-_REFLINK = re.compile(r"\]\[")
+_LINKISH = re.compile(r"\]([\[(])")
 
 
 def plain(text: str) -> str:
     text = _ROLE.sub(lambda m: f"`{m.group(1).split('.')[-1] if m.group(0).count('~') else m.group(1)}`", text)
-    return _REFLINK.sub(r"]\\[", text)
+    lines = [line if line.startswith("    ") else _LINKISH.sub(r"]\\\1", line) for line in text.split("\n")]
+    return "\n".join(lines)
 
 
 class OcdlDocstrings(griffe.Extension):
