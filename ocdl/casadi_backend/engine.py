@@ -1,0 +1,162 @@
+"""The CasADi engine's entry points: ``solve`` (IPOPT on the full-space or reduced NLP, or Newton
+on the Hamiltonian BVP) and ``gradient`` (CasADi AD of the reduced objective)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import casadi as ca
+import numpy as np
+
+from ocdl import problem as problem_mod
+from ocdl.casadi_backend import costates as costates_mod, ipopt
+from ocdl.casadi_backend.nlp import FORMULATIONS, STAGES, NetworkNLP
+from ocdl.data import lift
+from ocdl.errors import OcdlError
+from ocdl.result import SolveResult
+
+HESSIANS = ("exact", "lbfgs")
+
+
+def engine_options(problem) -> dict:
+    """The validated options of ``problem.solver.options`` that this engine reads:
+    tol (1e-10), hessian ('exact' | 'lbfgs'), formulation ('full' | 'reduced'),
+    stages ('auto' | 'eliminated' | 'variables'), max_iter (solver.iterations if > 0, else 3000),
+    ipopt (a dict of extra IPOPT options)."""
+    o = dict(problem.solver.options)
+    tol = o.get("tol", 1e-10)
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0):
+        raise OcdlError(f"solver.options.tol: must be a number > 0, got {tol!r}")
+    hessian = o.get("hessian", "exact")
+    if hessian not in HESSIANS:
+        raise OcdlError(f"solver.options.hessian: {hessian!r} is not one of {', '.join(HESSIANS)}")
+    formulation = o.get("formulation", "full")
+    if formulation not in FORMULATIONS:
+        raise OcdlError(f"solver.options.formulation: {formulation!r} is not one of {', '.join(FORMULATIONS)}")
+    stages = o.get("stages", "auto")
+    if stages not in STAGES:
+        raise OcdlError(f"solver.options.stages: {stages!r} is not one of {', '.join(STAGES)}")
+    default_iter = problem.solver.iterations if problem.solver.iterations > 0 else 3000
+    max_iter = o.get("max_iter", default_iter)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
+        raise OcdlError(f"solver.options.max_iter: must be an integer ≥ 0, got {max_iter!r}")
+    extra = o.get("ipopt", {})
+    if not isinstance(extra, dict):
+        raise OcdlError("solver.options.ipopt: must be a table of IPOPT options")
+    return {"tol": float(tol), "hessian": hessian, "formulation": formulation, "stages": stages,
+            "max_iter": max_iter, "ipopt": dict(extra)}
+
+
+def _inputs(problem, train, params0):
+    if problem.solver.backend != "casadi":
+        raise OcdlError(f"the CasADi engine was asked to solve a problem for backend {problem.solver.backend!r}")
+    if problem.dtype != "float64":
+        raise OcdlError("the CasADi engine computes in float64; set dtype = 'float64'")
+    d = int(np.asarray(params0["W"]).shape[0])
+    params0 = problem_mod.check_params(problem, params0, d, source="initial parameters")
+    X = np.asarray(train.X, dtype=np.float64)
+    if not np.all(np.isfinite(X)):
+        raise OcdlError("data: features contain NaN or inf")
+    return d, params0, lift(X, d).T.copy(), np.asarray(train.c, dtype=np.float64)
+
+
+def warn_well_posed(problem, tol, log):
+    if tol < 1e-6 and not problem.is_well_posed():
+        missing = [k for k in problem.trainable() if problem.tikhonov()[k] <= 0]
+        log(
+            f"warning: tol = {tol:g} asks for a high-accuracy solve, but the trained parameter(s) "
+            f"{', '.join(missing)} carry no Tikhonov term; without one the training problem may have no "
+            "finite minimiser and the solver may not converge (add --reg-tikhonov)"
+        )
+
+
+def accuracy(nlp: NetworkNLP, theta, Y0, c) -> float:
+    """Fraction of samples of (Y0, c) with [W y^[N] + μ > 0] = c."""
+    net = nlp.net
+    th = ca.DM(theta)
+    Y = ca.DM(Y0)
+    for j in range(nlp.problem.N):
+        Y = net.layer.map(Y0.shape[1])(Y, net.controls(th, j), nlp._step(th, j), nlp.t[j])
+    W = np.array(ca.DM(net.fixed_or_trained(th, "W", nlp.base))).reshape(-1)
+    mu = float(ca.DM(net.fixed_or_trained(th, "mu", nlp.base)))
+    z = W @ np.array(Y) + mu
+    return float(np.mean((z > 0).astype(np.float64) == c))
+
+
+def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResult:
+    """Train ``problem`` with IPOPT (``solver.name = 'ipopt'``) or Newton on the Hamiltonian BVP
+    (``'bvp'``) from ``params0``; see :mod:`ocdl.casadi_backend`."""
+    t_start = time.perf_counter()
+    log = log or (lambda s: None)
+    opts = engine_options(problem)
+    d, params0, Y0, c = _inputs(problem, train, params0)
+    warn_well_posed(problem, opts["tol"], log)
+    if problem.solver.name == "bvp":
+        from ocdl.casadi_backend import bvp
+
+        return bvp.solve(problem, Y0, c, params0, opts, log=log, quiet=quiet, t_start=t_start,
+                         test=(lift(np.asarray(test.X, dtype=np.float64), d).T, np.asarray(test.c)) if test is not None else None)
+    if problem.solver.name != "ipopt":
+        raise OcdlError(f"the CasADi engine has no solver {problem.solver.name!r} (ipopt, bvp)")
+    nlp = NetworkNLP(problem, Y0, c, params0, opts["formulation"], opts["stages"])
+    x0 = nlp.initial_guess(params0)
+    build_nlp = time.perf_counter() - t_start
+    if not quiet:
+        log(f"casadi: {opts['formulation']} NLP, {nlp.x.shape[0]} variables, {nlp.g.shape[0]} constraints, "
+            f"stages {nlp.stages}, hessian {opts['hessian']}, tol {opts['tol']:g}")
+    out, build_solver = ipopt.solve(
+        {"x": nlp.x, "f": nlp.f, "g": nlp.g}, x0, nlp.lbx, nlp.ubx, nlp.lbg, nlp.ubg,
+        ipopt.options(opts["tol"], opts["max_iter"], opts["hessian"], opts["ipopt"]), log=log, quiet=quiet,
+    )
+    theta = out.x[: nlp.layout.size]
+    params = nlp.layout.unpack(theta, base=params0)
+    finite = bool(np.all(np.isfinite(out.x)))
+    kkt, viol = nlp.kkt(out.x, out.lam_g, out.lam_x) if finite else (float("nan"), float("nan"))
+    costates = None
+    if finite:
+        costates = (costates_mod.from_multipliers(nlp, out.x, out.lam_g) if opts["formulation"] == "full"
+                    else costates_mod.backward_sweep(nlp, theta))
+    success = out.success and finite
+    message = "" if success else f"IPOPT did not converge: {out.status}"
+    if out.interrupted:
+        message = "interrupted"
+    if not finite:
+        params = {k: np.array(v) for k, v in params0.items()}
+        message = f"IPOPT returned non-finite values ({out.status}); parameters reset to the initial ones"
+    metrics = {
+        "solver_status": out.status,
+        "kkt_residual": kkt,
+        "constraint_violation": viol,
+        "iterations": out.iterations,
+        "build_time_s": build_nlp + build_solver,
+        "solve_time_s": out.solve_time_s,
+        "wall_time_s": time.perf_counter() - t_start,
+        "nlp_objective": out.f,
+        "formulation": opts["formulation"],
+        "stages": nlp.stages,
+        "hessian": opts["hessian"],
+        "tol": opts["tol"],
+        "n_variables": int(nlp.x.shape[0]),
+        "n_constraints": int(nlp.g.shape[0]),
+    }
+    if not quiet:
+        log(f"casadi: {out.status} after {out.iterations} iterations, E = {out.f:.12e}, "
+            f"KKT residual {kkt:.2e}, constraint violation {viol:.2e}, "
+            f"build {metrics['build_time_s']:.2f} s, solve {out.solve_time_s:.2f} s")
+    return SolveResult(params=params, history=out.history, metrics=metrics, costates=costates,
+                       success=success, message=message, interrupted=out.interrupted)
+
+
+def gradient(problem, params, X, c):
+    """(E, ∇E over ``problem.trainable()``) by CasADi reverse-mode AD of the reduced objective at
+    NumPy ``params``; X are data points (lifted to d = params['W'].shape[0])."""
+    d = int(np.asarray(params["W"]).shape[0])
+    params = problem_mod.check_params(problem, params, d)
+    Y0 = lift(np.asarray(X, dtype=np.float64), d).T.copy()
+    nlp = NetworkNLP(problem, Y0, np.asarray(c, dtype=np.float64), params, "reduced")
+    fg = ca.Function("fg", [nlp.theta], [nlp.f, ca.gradient(nlp.f, nlp.theta)])
+    E, g = fg(nlp.layout.pack(params))
+    g = np.array(g).reshape(-1)
+    grads = {k: g[nlp.layout.slices[k]].reshape(nlp.layout.shapes[k]).copy() for k in nlp.layout.keys}
+    return float(E), grads

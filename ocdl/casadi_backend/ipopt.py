@@ -1,0 +1,134 @@
+"""IPOPT through CasADi: options, one progress line per iteration, and the solver's outcome.
+
+IPOPT's own output is silenced (print_level 0); a CasADi iteration callback reads the solver's
+statistics after every iteration and prints ``it, objective, inf_pr, inf_du`` through ``log``.
+The 'acceptable' termination heuristic is switched off (acceptable_iter = 0) so that a run stops
+only at ``tol`` (or fails with IPOPT's status).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import casadi as ca
+import numpy as np
+
+SUCCESS = ("Solve_Succeeded",)
+
+
+@dataclass
+class Outcome:
+    x: np.ndarray
+    f: float
+    lam_g: np.ndarray
+    lam_x: np.ndarray
+    status: str
+    success: bool
+    iterations: int
+    solve_time_s: float
+    history: dict = field(default_factory=dict)
+    interrupted: bool = False
+
+
+class _Progress(ca.Callback):
+    """Called by IPOPT after each iteration; prints the last entry of the solver's statistics."""
+
+    def __init__(self, nx, ng, log, quiet):
+        ca.Callback.__init__(self)
+        self.nx, self.ng, self.log, self.quiet = nx, ng, log, quiet
+        self.solver = None
+        self.interrupted = False
+        self.construct("ocdl_progress", {})
+
+    def get_n_in(self):
+        return ca.nlpsol_n_out()
+
+    def get_n_out(self):
+        return 1
+
+    def get_name_in(self, i):
+        return ca.nlpsol_out(i)
+
+    def get_name_out(self, i):
+        return "ret"
+
+    def get_sparsity_in(self, i):
+        name = ca.nlpsol_out(i)
+        if name == "f":
+            return ca.Sparsity.scalar()
+        if name in ("x", "lam_x"):
+            return ca.Sparsity.dense(self.nx)
+        if name in ("g", "lam_g"):
+            return ca.Sparsity.dense(self.ng)
+        return ca.Sparsity(0, 0)
+
+    def eval(self, arg):
+        try:
+            if not self.quiet and self.solver is not None:
+                it = self.solver.stats().get("iterations", {})
+                if it.get("obj"):
+                    k = len(it["obj"]) - 1
+                    self.log(
+                        f"ipopt {k:5d}  E = {it['obj'][k]:.12e}  inf_pr = {it['inf_pr'][k]:.2e}  "
+                        f"inf_du = {it['inf_du'][k]:.2e}  alpha = {it['alpha_pr'][k]:.2e}"
+                    )
+        except KeyboardInterrupt:
+            self.interrupted = True
+            return [1]
+        return [0]
+
+
+def options(tol: float, max_iter: int, hessian: str, extra: dict | None = None) -> dict:
+    """CasADi nlpsol options for IPOPT."""
+    ip = {
+        "tol": tol,
+        "acceptable_iter": 0,
+        "constr_viol_tol": min(1e-4, max(tol, 1e-14)),
+        "max_iter": int(max_iter),
+        "mu_strategy": "adaptive",
+        "linear_solver": "mumps",
+        "honor_original_bounds": "yes",  # e.g. h ≥ 0 exactly on the simplex
+        "print_level": 0,
+        "sb": "yes",
+    }
+    if hessian == "lbfgs":
+        ip["hessian_approximation"] = "limited-memory"
+    ip.update(extra or {})
+    return {"ipopt": ip, "print_time": False, "error_on_fail": False}
+
+
+def solve(nlp: dict, x0, lbx, ubx, lbg, ubg, opts: dict, log=print, quiet=False, nlp_opts: dict | None = None):
+    """Run IPOPT; returns (Outcome, build_time_s)."""
+    t0 = time.perf_counter()
+    nx, ng = nlp["x"].shape[0], nlp["g"].shape[0]
+    cb = _Progress(nx, ng, log, quiet)
+    solver = ca.nlpsol("ocdl_ipopt", "ipopt", nlp, {**opts, **(nlp_opts or {}), "iteration_callback": cb})
+    cb.solver = solver
+    build = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    sol = solver(x0=x0, lbx=lbx, ubx=ubx, lbg=lbg, ubg=ubg)
+    solve_time = time.perf_counter() - t1
+    st = solver.stats()
+    it = st.get("iterations", {})
+    n = len(it.get("obj", []))
+    history = {
+        "iteration": list(range(n)),
+        "objective": [float(v) for v in it.get("obj", [])],
+        "inf_pr": [float(v) for v in it.get("inf_pr", [])],
+        "inf_du": [float(v) for v in it.get("inf_du", [])],
+    }
+    status = str(st.get("return_status", "unknown"))
+    out = Outcome(
+        x=np.array(sol["x"]).reshape(-1),
+        f=float(sol["f"]),
+        lam_g=np.array(sol["lam_g"]).reshape(-1),
+        lam_x=np.array(sol["lam_x"]).reshape(-1),
+        status=status,
+        success=status in SUCCESS and bool(np.isfinite(float(sol["f"]))),
+        iterations=int(st.get("iter_count", max(n - 1, 0))),
+        solve_time_s=solve_time,
+        history=history,
+        interrupted=cb.interrupted,
+    )
+    return out, build
