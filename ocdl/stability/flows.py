@@ -1,6 +1,6 @@
 """The continuous flows of the stability estimates, their controls, and an accurate integrator.
 
-For B independent cases of the same width d (one batch), each with m trajectories (rows):
+For B independent cases of the same width d (one batch), each with m trajectories:
 
     monotone   y' = −K(t)ᵀ σ(K(t) y + β(t))                          (fields.MonotoneField)
     plain      y' =  σ(K(t) y + β(t))                                (fields.SigmaField)
@@ -19,7 +19,8 @@ For piecewise-linear σ (relu, leaky-relu, hardtanh: :data:`KINKS`) each unit's 
 frozen (σ(z) = σ(r) + σ'(r)(z − r) with r inside the piece, exact there); after every step the
 pieces of Z = K y + β are checked, the first crossing of a kink is located on the step's dense
 output (brentq) and the integration restarts there with the new piece. Without this the error
-control has to resolve every kink with tiny steps, and the result is 10⁴× less accurate.
+control has to resolve every kink with tiny steps: slower, and in our measurements errors of
+1e-9…1e-7 in a ratio at d = 16 (rtol 1e-11) instead of ~1e-12.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class BlockDiagonal:
         return (self.T @ np.asarray(Y).T).T
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Controls:
     """K(t), β(t) of B cases on [0, T].
 
@@ -155,10 +156,6 @@ class Controls:
         if self.kind == "piecewise":
             return np.array([0.5 * (a + b) for a, b in self.pieces()])
         return np.linspace(0.0, self.T, n)
-
-    def sup_norm_K(self) -> np.ndarray:
-        """sup_t ‖K(t)‖₂ of every case (B,)."""
-        return np.max([np.linalg.norm(self.at(t)[0], ord=2, axis=(1, 2)) for t in self.sample_times()], axis=0)
 
 
 def random_controls(rng: np.random.Generator, B: int, d: int, kind: str, T: float = 1.0, pieces: int = 4,
@@ -243,8 +240,9 @@ def integrate(flow: Flow, controls: Controls, Y0: np.ndarray, t_end: float | Non
 
     Output at every accepted step, at every breakpoint of the controls and at ``stops`` (exact
     restarts there), and at ``interior`` equally spaced points inside each step (from DOP853's
-    7th-order dense output), so that a maximum over t does not miss what happens between steps. D = y_r − y_0 is controlled to ``atol·diff_scale`` absolutely (diff_scale
-    (B,), default ‖D(0)‖ per case) and ``rtol`` relatively."""
+    7th-order dense output), so that a maximum over t does not miss what happens between steps.
+    D = y_r − y_0 is controlled to ``atol·diff_scale`` absolutely (diff_scale (B,), default
+    ‖D(0)‖ per case) and ``rtol`` relatively."""
     Y0 = np.asarray(Y0, dtype=np.float64)
     B, m, d = Y0.shape
     T = controls.T if t_end is None else float(t_end)

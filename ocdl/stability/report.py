@@ -22,9 +22,9 @@ from ocdl.errors import OcdlError  # noqa: E402
 from ocdl.stability import discrete, inverse, monotone, network  # noqa: E402
 
 SIZES = {
-    "mono_cases": 120, "mono_sigmas": monotone.MONOTONE, "plain_sigmas": ("tanh", "relu", "softplus", "sigmoid"),
-    "check_cases": 16, "disc_cases": 150, "disc_sigmas": ("tanh", "relu"), "disc_layers": 10,
-    "inv_cases": 40, "train_iterations": 600,
+    "mono_cases": 100, "mono_sigmas": monotone.MONOTONE, "plain_sigmas": ("tanh", "softplus", "sigmoid"),
+    "check_cases": 8, "disc_cases": 120, "disc_sigmas": ("tanh", "relu"), "disc_layers": 10,
+    "inv_cases": 40, "train_iterations": 500,
 }
 QUICK = {
     "mono_cases": 16, "mono_sigmas": ("tanh", "relu"), "plain_sigmas": ("tanh",),
@@ -192,6 +192,10 @@ def _f(x, nd=4):
     return f"{x:.{nd}g}" if isinstance(x, float) else str(x)
 
 
+def _x(x):
+    return "∞ (none found)" if np.isinf(x) else f"{x:.4f}"
+
+
 def tables(res: dict) -> str:
     """The measured tables (markdown)."""
     out = []
@@ -220,8 +224,8 @@ def tables(res: dict) -> str:
                    "violations for x ≤ 2/L (1 / N layers) |")
         out.append("|---|---:|---:|---:|---:|---:|")
         for r in rows:
-            out.append(f"| {r['tableau']} | {r['linear_limit']:.4f} | {_f(r['one_layer']['x_star'])} | "
-                       f"{_f(r['n_layers']['x_star'])} | {r['euler_bound']:g} | "
+            out.append(f"| {r['tableau']} | {r['linear_limit']:.4f} | {_x(r['one_layer']['x_star'])} | "
+                       f"{_x(r['n_layers']['x_star'])} | {r['euler_bound']:g} | "
                        f"{r['one_layer']['violations_up_to_euler_bound']} / {r['n_layers']['violations_up_to_euler_bound']} |")
         out.append("")
     out.append("Figures: " + ", ".join(f"[{n}](discrete-{n}.png)" for n in tableau_mod.names()) + "\n")
@@ -238,7 +242,7 @@ def tables(res: dict) -> str:
              "d": ("(d) full column rank", "e^{−λs²t}‖e(0)‖ + (‖A‖δ/s²)(1 − e^{−λs²t})")}
     for key in ("a", "b", "d"):
         r = inv[key]
-        out.append(f"| {names[key][0]} | {names[key][1]} | {_f(r.get('cases'))} | {_f(r['max_ratio'], 6)} | "
+        out.append(f"| {names[key][0]} | {names[key][1]} | {_f(r.get('cases'))} | {_f(r['max_ratio'], 8)} | "
                    f"{_f(r['violations'])} |")
     c = inv["c"]
     out.append(f"\n(c) A = I, y^δ(0) = f^δ, stopping time t* = τδ (τ = {c['tau']:g}); worst case over "
@@ -279,6 +283,7 @@ def json_report(res: dict) -> dict:
     """report.json: every number of the tables (arrays left out)."""
     return {
         "seed": res["seed"],
+        "settings": res["settings"],
         "times": res["times"],
         "monotone": [monotone.json_view(r) for r in res["monotone"]],
         "integrator_error": res["integrator_error"],
@@ -385,7 +390,7 @@ ocdl stability all --out runs/stab [--docs docs/stability.md]   # report.md, rep
 
 * Monotone σ: no violation in any case; the maximum ratio is 1 up to round-off (relu and
   hardtanh keep a perturbation unchanged while all units it touches are inactive). The
-  unmodified flow and sin, x·tanh x expand in most cases.
+  unmodified flow and the non-monotone sin, x·tanh x expand in many cases (violations column).
 * Forward Euler: no violation up to 2/L, and expansion just above it (cases with σ' ≈ L), so
   the bound is sharp. The other tableaux reach about their linear limit r/L for tanh — but with
   relu, **explicit midpoint** (b = (0, 1)) expands already below 2/L, and the 3/8 rule below its
