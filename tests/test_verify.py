@@ -247,7 +247,8 @@ def test_cli_order_json_and_figure(tmp_path, capsys):
 @pytest.mark.slow
 def test_cli_verify_all_writes_report(tmp_path, capsys):
     out = tmp_path / "verify"
-    rc, stdout, _ = run_cli(["verify", "all", "--out", str(out), "--n", "20"], capsys)
+    # the CasADi parts (dto_casadi, Hager's control order) are tested above; left out here for time
+    rc, stdout, _ = run_cli(["verify", "all", "--out", str(out), "--n", "20", "--no-casadi"], capsys)
     report = (out / "report.md").read_text()
     data = json.loads((out / "report.json").read_text())
     assert data["passed"], [c for group in data["checks"].values() for c in group if not c[1]]
