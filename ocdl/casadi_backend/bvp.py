@@ -35,8 +35,6 @@ def hamiltonian_step(net) -> ca.Function:
     """(y, p⁺, U, h, t) -> (p, P, gU, gh) for one sample: the partner costate step of the RK
     scheme, or for family 'net' p = (∂Ψ/∂y)ᵀ p⁺ and gU = (∂Ψ/∂u)ᵀ p⁺."""
     if net.family != "net":
-        if not net.scheme.explicit:
-            raise OcdlError(f"--solver bvp needs an explicit tableau; {net.tableau.name!r} is implicit (use ipopt)")
         return net.scheme.costate
     d = net.d
     y, pn, U, h, t = ca.SX.sym("y", d), ca.SX.sym("p", d), ca.SX.sym("U", net.nu, 1), ca.SX.sym("h"), ca.SX.sym("t")
@@ -49,6 +47,8 @@ class HamiltonianBVP:
     """The residual G(z) and its Jacobian for a Problem on (Y0, c); see the module docstring."""
 
     def __init__(self, problem, Y0, c, base):
+        if problem.family != "net" and not problem.tableau.explicit:
+            raise OcdlError(f"--solver bvp needs an explicit tableau; {problem.tableau.name!r} is implicit (use ipopt)")
         self.nlp = nlp = NetworkNLP(problem, Y0, c, base, "full", "eliminated")
         self.problem, self.base = problem, base
         net, L = nlp.net, nlp.layout

@@ -1,0 +1,220 @@
+"""The CasADi engine against the PyTorch engine: gradients at random controls, costates from the
+multipliers at an IPOPT solution, and Newton on the Hamiltonian BVP back to the IPOPT solution."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ocdl import data, tableau
+from ocdl.casadi_backend import gradient, solve
+from ocdl.errors import OcdlError
+from ocdl.problem import SolverSpec, init_params
+from ocdl.torch_backend.adjoint import grad_adjoint
+from ocdl.torch_backend.network import TorchNetwork
+from tests.conftest import setup_net, small_problem
+
+TOL = 1e-10
+
+
+def _rel(a, b):
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def _numpy_params(prm):
+    return {k: v.detach().numpy().copy() for k, v in prm.items()}
+
+
+# ---------------------------------------------------------------------------- gradients
+@pytest.mark.parametrize("controls", ["per-layer", "per-stage"])
+@pytest.mark.parametrize("name", tableau.names())
+def test_casadi_gradient_equals_autograd_and_adjoint(name, controls):
+    prob = small_problem(tableau=name, controls=controls, time_steps="learned")
+    net, prm, Y0, c = setup_net(prob)
+    E1, g1 = net.grad_autograd(prm, Y0, c)
+    E2, g2 = grad_adjoint(net, prm, Y0, c)
+    tr, _ = data.make(prob.data)
+    E3, g3 = gradient(prob, _numpy_params(prm), tr.X, tr.c)
+    assert set(g3) == set(prob.trainable())
+    assert abs(E3 - float(E1)) <= 1e-13 * abs(float(E1))
+    for k in g3:
+        assert g3[k].shape == tuple(g1[k].shape)
+        assert _rel(g3[k], g1[k].numpy()) <= 1e-12, k
+        assert _rel(g3[k], g2[k].numpy()) <= 1e-12, k
+
+
+@pytest.mark.parametrize(
+    "family,kw",
+    [
+        ("net", {}),
+        ("resnet", {}),
+        ("odenet", {}),
+        ("odenet-simplex", {}),
+        ("monotone", {"tableau": "heun", "activation": "softplus"}),
+        ("rk", {"loss": "logistic", "mean": True, "tableau": "kutta3"}),
+        ("rk", {"activation": "sigmoid", "width": 2, "tableau": "rk38"}),
+    ],
+)
+def test_casadi_gradient_every_family(family, kw):
+    prob = small_problem(family=family, **kw)
+    net, prm, Y0, c = setup_net(prob)
+    E1, g1 = net.grad_autograd(prm, Y0, c)
+    tr, _ = data.make(prob.data)
+    E3, g3 = gradient(prob, _numpy_params(prm), tr.X, tr.c)
+    assert abs(E3 - float(E1)) <= 1e-13 * abs(float(E1))
+    assert max(_rel(g3[k], g1[k].numpy()) for k in g3) <= 1e-12
+
+
+# ---------------------------------------------------------------------------- IPOPT solutions
+def _solve(prob, **options):
+    prob = prob.replace(solver=SolverSpec(backend="casadi", name="ipopt", options={"tol": TOL, **options}))
+    tr, te = data.make(prob.data)
+    d = prob.width(tr.dim)
+    lines = []
+    res = solve(prob, tr, te, init_params(prob, d), log=lines.append)
+    return prob, tr, res, lines
+
+
+def _torch_costates(prob, tr, params):
+    d = params["W"].shape[0]
+    net = TorchNetwork(prob, d)
+    E, g, cs = grad_adjoint(net, net.to_torch(params), net.inputs(tr.X), net.tensor(tr.c), return_costates=True)
+    gnorm = math.sqrt(sum(float((v**2).sum()) for v in g.values()))
+    return float(E), gnorm, {k: v.numpy() for k, v in cs.items()}
+
+
+CASES = [
+    dict(tableau="rk4"),
+    dict(tableau="rk4", controls="per-stage"),
+    dict(tableau="heun", family="odenet", n=30),
+    dict(tableau="midpoint"),  # b_1 = 0: unscaled stage costates
+    dict(family="net", n=30),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_multipliers_are_the_partner_adjoint_costates(case):
+    prob = small_problem(**{"n": 40, "layers": 3, **case})
+    prob, tr, res, lines = _solve(prob)
+    m = res.metrics
+    assert res.success, res.message
+    assert m["solver_status"] == "Solve_Succeeded"
+    assert m["kkt_residual"] <= 1e-8 and m["constraint_violation"] <= 1e-9
+    for key in ("iterations", "build_time_s", "solve_time_s"):
+        assert key in m
+    assert len(res.history["objective"]) == m["iterations"] + 1
+    assert sum(line.startswith("ipopt") for line in lines) == m["iterations"] + 1
+    E, gnorm, cs = _torch_costates(prob, tr, res.params)
+    assert gnorm <= 1e-8  # the reduced gradient at the solution
+    assert set(res.costates) == set(cs)
+    for k in cs:
+        assert res.costates[k].shape == cs[k].shape
+        assert _rel(res.costates[k], cs[k]) <= 1e-8, k
+
+
+def test_stage_variables_give_the_same_solution_and_costates():
+    prob = small_problem(n=30, layers=3, tableau="kutta3", controls="per-stage")
+    _, tr, r1, _ = _solve(prob, stages="eliminated")
+    _, _, r2, _ = _solve(prob, stages="variables")
+    assert r1.success and r2.success
+    assert r2.metrics["n_variables"] > r1.metrics["n_variables"]
+    _, _, cs = _torch_costates(prob.replace(solver=SolverSpec()), tr, r2.params)
+    for k in cs:
+        assert _rel(r2.costates[k], cs[k]) <= 1e-8
+
+
+def test_reduced_formulation_stays_at_the_full_space_solution():
+    prob = small_problem(n=30, layers=3, tableau="heun")
+    prob_s, tr, r1, _ = _solve(prob)
+    red = prob_s.replace(solver__options={"tol": TOL, "formulation": "reduced"})
+    r2 = solve(red, tr, None, r1.params, log=None)
+    assert r2.success and r2.metrics["formulation"] == "reduced"
+    assert r2.metrics["n_variables"] == sum(r1.params[k].size for k in prob.trainable())
+    assert max(_rel(r2.params[k], r1.params[k]) for k in prob.trainable()) <= 1e-8
+    assert _rel(r2.costates["p"], r1.costates["p"]) <= 1e-8
+
+
+def test_simplex_steps_stay_on_the_simplex():
+    prob = small_problem(family="odenet-simplex", n=30, layers=4)
+    prob, tr, res, _ = _solve(prob)
+    assert res.success
+    h = res.params["h"]
+    assert np.all(h >= 0) and abs(h.sum() - prob.T) <= 1e-9
+
+
+# ---------------------------------------------------------------------------- BVP
+@pytest.mark.parametrize("case", [dict(tableau="rk4"), dict(tableau="kutta3", controls="per-stage"),
+                                  dict(tableau="heun", family="odenet", n=30), dict(tableau="midpoint")],
+                         ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_bvp_newton_returns_to_the_ipopt_solution_quadratically(case):
+    prob = small_problem(**{"n": 40, "layers": 3, **case})
+    prob, tr, r_ip, _ = _solve(prob)
+    assert r_ip.success
+    rng = np.random.default_rng(7)
+    start = {k: v.copy() for k, v in r_ip.params.items()}
+    for k in prob.trainable():
+        start[k] = start[k] + 1e-3 * rng.standard_normal(start[k].shape)
+    lines = []
+    r_bvp = solve(prob.replace(solver__name="bvp"), tr, None, start, log=lines.append)
+    assert r_bvp.success, r_bvp.message
+    assert max(float(np.max(np.abs(r_bvp.params[k] - r_ip.params[k]))) for k in prob.trainable()) <= 1e-9
+    assert r_bvp.metrics["kkt_residual"] <= 1e-8
+    for k in r_ip.costates:
+        assert _rel(r_bvp.costates[k], r_ip.costates[k]) <= 1e-8
+    # quadratic convergence in the log: once |G| ≤ 1e-3, every step has r_{k+1} ≤ C r_k² (C = 1e3,
+    # above round-off), and at least one step gains more than three orders of magnitude
+    r = r_bvp.history["residual"]
+    assert sum(line.startswith("bvp") for line in lines) == len(r)
+    steps = [(r[k], r[k + 1]) for k in range(len(r) - 1) if r[k] <= 1e-3]
+    assert steps, r
+    assert all(b <= 1e3 * a * a + 1e-13 for a, b in steps), r
+    assert any(b < 1e-3 * a for a, b in steps), r
+
+
+# ---------------------------------------------------------------------------- failures, options
+def test_not_converged_is_reported():
+    prob = small_problem(n=30, layers=3)
+    _, _, res, lines = _solve(prob, max_iter=2)
+    assert not res.success
+    assert res.metrics["solver_status"] == "Maximum_Iterations_Exceeded"
+    assert "Maximum_Iterations_Exceeded" in res.message
+    assert res.costates is not None and np.all(np.isfinite(res.params["K"]))
+
+
+def test_bvp_far_from_a_solution_fails_cleanly():
+    prob = small_problem(n=30, layers=3)
+    prob = prob.replace(solver=SolverSpec(backend="casadi", name="bvp", options={"max_iter": 3}))
+    tr, te = data.make(prob.data)
+    res = solve(prob, tr, te, init_params(prob, 3), log=None)
+    assert not res.success and res.metrics["solver_status"] != "converged"
+    assert "did not converge" in res.message
+
+
+def test_well_posedness_warning():
+    prob = small_problem(n=20, layers=2, reg={"K": 1e-3}, smooth=0.0)
+    lines = []
+    prob = prob.replace(solver=SolverSpec(backend="casadi", name="ipopt", options={"tol": 1e-8, "max_iter": 1}))
+    tr, te = data.make(prob.data)
+    solve(prob, tr, te, init_params(prob, 3), log=lines.append)
+    warn = [line for line in lines if line.startswith("warning:")]
+    assert len(warn) == 1 and "beta" in warn[0] and "W" in warn[0]
+    lines.clear()
+    solve(prob.replace(solver__options={"tol": 1e-5, "max_iter": 1}), tr, te, init_params(prob, 3), log=lines.append)
+    assert not [line for line in lines if line.startswith("warning:")]
+
+
+@pytest.mark.parametrize("opts,match", [({"hessian": "bfgs"}, "hessian"), ({"tol": -1.0}, "tol"),
+                                        ({"formulation": "multiple"}, "formulation"), ({"max_iter": 1.5}, "max_iter")])
+def test_bad_options(opts, match):
+    prob = small_problem(n=20, layers=2).replace(solver=SolverSpec(backend="casadi", name="ipopt", options=opts))
+    tr, te = data.make(prob.data)
+    with pytest.raises(OcdlError, match=match):
+        solve(prob, tr, te, init_params(prob, 3), log=None)
+
+
+def test_lbfgs_hessian_runs():
+    prob = small_problem(n=20, layers=2)
+    _, _, res, _ = _solve(prob, hessian="lbfgs", formulation="reduced", tol=1e-6, max_iter=500)
+    assert res.metrics["hessian"] == "lbfgs"
+    assert res.success and res.metrics["kkt_residual"] <= 1e-4
