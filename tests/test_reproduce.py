@@ -145,24 +145,25 @@ def test_ctrl_c_then_resume(tmp_path):
     out = tmp_path / "paper"
     args = [sys.executable, "-m", "ocdl", "reproduce", "paper", "--quick", "--only", "lts/spiral-resnet",
             "lts/donut1d-resnet", "--jobs", "1", "--no-figures", "--out", str(out)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                            start_new_session=True)
     lines = []
     try:
         deadline = time.time() + 120
         for line in proc.stdout:
             lines.append(line)
             if line.startswith("done "):
-                proc.send_signal(signal.SIGINT)
+                os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole process group
                 break
             assert time.time() < deadline, "".join(lines)
         rest, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the session started above
     lines.append(rest)
     log = "".join(lines)
     assert proc.returncode == 130, log
-    assert "rerun the same command to resume" in log
+    assert "rerun the same command to resume" in log and "Traceback" not in log
     finished = [n for n in ("lts/spiral-resnet", "lts/donut1d-resnet") if (out / n / "done.json").is_file()]
     assert len(finished) == 1, log
     assert not any(p.name.endswith(".tmp") for p in (out / "lts").iterdir())

@@ -65,6 +65,8 @@ def run(a) -> int:
     t0 = time.perf_counter()
     res = runner.run(exps, out, quick_mode=a.quick, jobs=a.jobs, scheduler=a.scheduler, force=a.force,
                      verbose=not a.quiet)
+    if res["interrupted"]:
+        return 130  # finished experiments are cached; figures and summary come with the rerun
     loaded = summary.load_results(out, exps)
     written = []
     if loaded and not a.no_figures:
@@ -82,6 +84,4 @@ def run(a) -> int:
     if loaded:
         figs = "skipped" if a.no_figures else f"{out / 'figures'} ({len(written)} figures, PNG and PDF)"
         print(f"summary: {out / 'summary.md'}; figures: {figs}")
-    if res["interrupted"]:
-        return 130
     return 1 if res["failed"] else 0

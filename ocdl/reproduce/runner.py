@@ -179,9 +179,30 @@ def client_for(jobs: int | None, scheduler: str | None, n_tasks: int):
     if jobs is None:
         jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     jobs = max(1, min(int(jobs), n_tasks))
+    # No dashboard; the scheduler's HTTP server on a free port (not 8787, which may be taken).
     with LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None,
+                      scheduler_kwargs={"dashboard": False, "dashboard_address": ":0"},
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        client.register_plugin(IgnoreSigint(), name="ocdl-ignore-sigint")
         yield client
+
+
+def _worker_plugin_base():
+    from distributed import WorkerPlugin
+
+    return WorkerPlugin
+
+
+class IgnoreSigint(_worker_plugin_base()):
+    """Worker plugin for the local cluster: Ctrl-C reaches the whole process group, but only the
+    client handles it (it cancels the tasks and closes the cluster, which ends the workers)."""
+
+    def setup(self, worker):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run(
