@@ -22,7 +22,7 @@ from ocdl.errors import OcdlError  # noqa: E402
 from ocdl.stability import discrete, inverse, monotone, network  # noqa: E402
 
 SIZES = {
-    "mono_cases": 100, "mono_sigmas": monotone.MONOTONE, "plain_sigmas": ("tanh", "softplus", "sigmoid"),
+    "mono_cases": 80, "mono_sigmas": monotone.MONOTONE, "plain_sigmas": ("tanh", "softplus", "sigmoid"),
     "check_cases": 8, "disc_cases": 120, "disc_sigmas": ("tanh", "relu"), "disc_layers": 10,
     "inv_cases": 40, "train_iterations": 500,
 }
