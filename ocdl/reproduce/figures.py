@@ -159,9 +159,11 @@ def rk_figure(res: Results, data: str, out: Path, written: list, group: str = "r
         return
     N = some[0].N
     layers = sorted({0, N // 3, (2 * N) // 3, N})
-    fig, axes = plt.subplots(1 + len(layers), len(METHODS), figsize=(3.0 * len(METHODS), 3.0 * (1 + len(layers))),
+    # the paper's group shows all four methods (a missing one as an empty panel); others what they have
+    methods = METHODS if group == "rk" else [m for m in METHODS if res.get(group, data, m)]
+    fig, axes = plt.subplots(1 + len(layers), len(methods), figsize=(3.0 * len(methods), 3.0 * (1 + len(layers))),
                              squeeze=False)
-    for k, meth in enumerate(METHODS):
+    for k, meth in enumerate(methods):
         r = res.get(group, data, meth)
         if r is None:
             for ax in axes[:, k]:
