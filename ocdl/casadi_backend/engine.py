@@ -11,6 +11,8 @@ import numpy as np
 
 from ocdl import problem as problem_mod
 from ocdl.casadi_backend import costates as costates_mod, ipopt
+from ocdl.casadi_backend.derivatives import structured_derivatives
+from ocdl.casadi_backend.network import jit_available
 from ocdl.casadi_backend.nlp import FORMULATIONS, STAGES, NetworkNLP
 from ocdl.data import lift
 from ocdl.errors import OcdlError
@@ -23,7 +25,10 @@ def engine_options(problem) -> dict:
     """The validated options of ``problem.solver.options`` that this engine reads:
     tol (1e-10), hessian ('exact' | 'lbfgs'), formulation ('full' | 'reduced'),
     stages ('auto' | 'eliminated' | 'variables'), max_iter (solver.iterations if > 0, else 3000),
-    ipopt (a dict of extra IPOPT options)."""
+    derivatives ('structured': the full-space derivatives assembled from per-sample blocks,
+    :mod:`.derivatives`; 'casadi': CasADi's own sparse AD of the whole graph),
+    jit ('auto': compile the per-sample functions with the system C compiler when one exists and
+    m·N ≥ 10⁴; true; false), ipopt (a dict of extra IPOPT options)."""
     o = dict(problem.solver.options)
     tol = o.get("tol", 1e-10)
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0):
@@ -41,11 +46,18 @@ def engine_options(problem) -> dict:
     max_iter = o.get("max_iter", default_iter)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
         raise OcdlError(f"solver.options.max_iter: must be an integer ≥ 0, got {max_iter!r}")
+    derivatives = o.get("derivatives", "structured")
+    if derivatives not in ("structured", "casadi"):
+        raise OcdlError(f"solver.options.derivatives: {derivatives!r} is not 'structured' or 'casadi'")
+    jit = o.get("jit", "auto")
+    if jit not in ("auto", True, False):
+        raise OcdlError(f"solver.options.jit: {jit!r} is not 'auto', true or false")
     extra = o.get("ipopt", {})
     if not isinstance(extra, dict):
         raise OcdlError("solver.options.ipopt: must be a table of IPOPT options")
     return {"tol": float(tol), "hessian": hessian, "formulation": formulation, "stages": stages,
-            "max_iter": max_iter, "ipopt": dict(extra)}
+            "max_iter": max_iter, "ipopt": dict(extra), "derivatives": derivatives,
+            "jit": jit}
 
 
 def _inputs(problem, train, params0):
@@ -99,8 +111,12 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
                          test=(lift(np.asarray(test.X, dtype=np.float64), d).T, np.asarray(test.c)) if test is not None else None)
     if problem.solver.name != "ipopt":
         raise OcdlError(f"the CasADi engine has no solver {problem.solver.name!r} (ipopt, bvp)")
-    nlp = NetworkNLP(problem, Y0, c, params0, opts["formulation"], opts["stages"])
+    jit = opts["jit"] if opts["jit"] != "auto" else (jit_available() and Y0.shape[1] * problem.N >= 10_000)
+    nlp = NetworkNLP(problem, Y0, c, params0, opts["formulation"], opts["stages"], jit=jit)
     x0 = nlp.initial_guess(params0)
+    nlp_opts = None
+    if opts["formulation"] == "full" and nlp.stages == "eliminated" and opts["derivatives"] == "structured":
+        nlp_opts = structured_derivatives(nlp)
     build_nlp = time.perf_counter() - t_start
     if not quiet:
         log(f"casadi: {opts['formulation']} NLP, {nlp.x.shape[0]} variables, {nlp.g.shape[0]} constraints, "
@@ -108,6 +124,7 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
     out, build_solver = ipopt.solve(
         {"x": nlp.x, "f": nlp.f, "g": nlp.g}, x0, nlp.lbx, nlp.ubx, nlp.lbg, nlp.ubg,
         ipopt.options(opts["tol"], opts["max_iter"], opts["hessian"], opts["ipopt"]), log=log, quiet=quiet,
+        nlp_opts=nlp_opts if opts["hessian"] == "exact" else ({"jac_g": nlp_opts["jac_g"]} if nlp_opts else None),
     )
     theta = out.x[: nlp.layout.size]
     params = nlp.layout.unpack(theta, base=params0)
@@ -136,6 +153,7 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
         "formulation": opts["formulation"],
         "stages": nlp.stages,
         "hessian": opts["hessian"],
+        "jit": bool(jit),
         "tol": opts["tol"],
         "n_variables": int(nlp.x.shape[0]),
         "n_constraints": int(nlp.g.shape[0]),

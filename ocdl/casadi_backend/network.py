@@ -179,6 +179,16 @@ def implicit_stages(scheme: RKScheme) -> ca.Function:
     return ca.Function("stages", [yy, UU, hh, tt], [ca.reshape(Fs, nx, s)], ["y", "U", "h", "t"], ["F"])
 
 
-def check_supported(problem: Problem):
-    if problem.dtype != "float64":
-        raise OcdlError("the CasADi engine computes in float64; set dtype = 'float64'")
+def compiled(fn: ca.Function, jit: bool) -> ca.Function:
+    """``fn`` (an SX function), compiled to machine code by CasADi's JIT with the system C compiler
+    when ``jit`` (the same function, evaluated ~5× faster than by CasADi's virtual machine)."""
+    if not jit:
+        return fn
+    opts = {"jit": True, "compiler": "shell", "jit_options": {"flags": ["-O1"], "verbose": False}}
+    return ca.Function(fn.name(), fn.sx_in(), fn.call(fn.sx_in()), fn.name_in(), fn.name_out(), opts)
+
+
+def jit_available() -> bool:
+    import shutil
+
+    return shutil.which("cc") is not None or shutil.which("gcc") is not None

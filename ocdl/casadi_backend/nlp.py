@@ -15,7 +15,8 @@ Full space with stage slopes as variables (implicit tableaux, or ``stages='varia
 Reduced: x = θ, f(θ) = the same objective with Y^[N] from the forward sweep.
 Learned steps h are part of θ; the simplex {h ≥ 0, Σh = T} is bounds on θ plus one linear
 constraint (the last entry of g). Every sample's layer is one SX function, vectorised with
-``Function.map`` over the m samples, so the graph size does not grow with m.
+``Function.map`` over the m samples, so the graph size does not grow with m (with ``jit``, the
+per-sample functions are compiled to machine code).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import casadi as ca
 import numpy as np
 
-from ocdl.casadi_backend.network import CasadiNetwork
+from ocdl.casadi_backend.network import CasadiNetwork, compiled
 from ocdl.errors import OcdlError
 from ocdl.problem import Problem
 
@@ -40,12 +41,12 @@ class NetworkNLP:
     """
 
     def __init__(self, problem: Problem, Y0: np.ndarray, c: np.ndarray, base: dict,
-                 formulation: str = "full", stages: str = "auto"):
+                 formulation: str = "full", stages: str = "auto", jit: bool = False):
         if formulation not in FORMULATIONS:
             raise OcdlError(f"formulation {formulation!r} is not one of {', '.join(FORMULATIONS)}")
         if stages not in STAGES:
             raise OcdlError(f"stages {stages!r} is not one of {', '.join(STAGES)}")
-        self.problem, self.base = problem, base
+        self.problem, self.base, self.jit = problem, base, jit
         d, m = Y0.shape
         self.d, self.m = d, m
         self.Y0 = np.asarray(Y0, dtype=np.float64)
@@ -66,7 +67,7 @@ class NetworkNLP:
         self.h = [self._step(theta, j) for j in range(N)]
         self.t = [problem.h * j for j in range(N)]  # networks are autonomous: t is a label only
         self.U = [net.controls(theta, j) for j in range(N)]
-        layer = net.layer.map(m)
+        layer = (compiled(net.layer, jit) if explicit else net.layer).map(m)
         x_parts, g_parts = [theta], []
         self.blocks = []  # per layer: dict(y=slice in x of Y^[j+1], F=slice of F_j, gF, gy)
         off_x, off_g = L.size, 0
@@ -101,7 +102,7 @@ class NetworkNLP:
         self.YN = Y
         W = net.fixed_or_trained(theta, "W", base)
         mu = net.fixed_or_trained(theta, "mu", base)
-        loss = ca.sum2(net.loss.map(m)(Y, W, mu, ca.DM(self.c)))
+        loss = ca.sum2(compiled(net.loss, jit).map(m)(Y, W, mu, ca.DM(self.c)))
         if problem.objective.mean:
             loss = loss / m
         self.R = net.regulariser_function(base)

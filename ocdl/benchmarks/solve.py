@@ -1,0 +1,164 @@
+"""``ocdl bench solve``: the CasADi engine (IPOPT, full-space and reduced NLP) against the PyTorch
+engine (L-BFGS to the same gradient norm) on one training problem, and the scaling of IPOPT's
+time per iteration in the number of samples m or layers N.
+
+Problem (defaults): spiral, m = 1000, N = 15, h = 0.1, tanh, Tikhonov 1e-3 on every parameter,
+smoothness 1e-3, per-layer controls, the seeded default initialisation; tableaux euler and rk4.
+Per configuration: build time (NLP and solver construction), solve time, wall and process CPU
+time, IPOPT iterations, time per iteration, final KKT residual (‖∇_x L‖_∞, unscaled), objective
+and the reduced gradient norm ‖∇E‖ at the result. Times are medians over ``--repeats`` runs.
+The scaling fit is the least-squares slope of log(time per iteration) against log(m) or log(N);
+iteration counts are reported beside it (they depend on the instance). Figures, not pass/fail.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+
+import numpy as np
+
+from ocdl import data as data_mod
+from ocdl.problem import DataSpec, NetworkSpec, ObjectiveSpec, Problem, SolverSpec, init_params
+
+ALL = {k: 1e-3 for k in ("K", "beta", "W", "mu", "h")}
+
+
+def register(bsub):
+    p = bsub.add_parser("solve", help="CasADi/IPOPT (full-space, reduced) vs PyTorch L-BFGS: time, iterations, KKT")
+    p.add_argument("--data", default="spiral")
+    p.add_argument("--n", type=int, default=1000, help="training samples m")
+    p.add_argument("--layers", type=int, default=15)
+    p.add_argument("--h", type=float, default=0.1)
+    p.add_argument("--tableaux", default="euler,rk4", help="comma-separated tableau names")
+    p.add_argument("--formulations", default="full,reduced", help="comma-separated: full, reduced")
+    p.add_argument("--controls", default="per-layer", choices=("per-layer", "per-stage"))
+    p.add_argument("--tol", type=float, default=1e-10)
+    p.add_argument("--max-iter", type=int, default=3000)
+    p.add_argument("--repeats", type=int, default=1, help="runs per configuration (medians are reported)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch L-BFGS comparison")
+    p.add_argument("--torch-iterations", type=int, default=20000)
+    p.add_argument("--scaling", choices=("m", "N"), help="instead: time per iteration against m or N (euler, full)")
+    p.add_argument("--values", help="comma-separated m or N values (default 250..4000 or 5..80)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def problem(m, N, h, tableau, controls="per-layer", data="spiral", formulation="full", tol=1e-10, max_iter=3000):
+    return Problem(
+        data=DataSpec(name=data, n=m),
+        network=NetworkSpec(family="rk", tableau=tableau, layers=N, h=h, controls=controls),
+        objective=ObjectiveSpec(tikhonov=dict(ALL), smooth=1e-3),
+        solver=SolverSpec(backend="casadi", name="ipopt", iterations=max_iter,
+                          options={"tol": tol, "formulation": formulation}),
+    )
+
+
+def _gradient_norm(prob, params, train) -> float:
+    from ocdl.casadi_backend import gradient
+
+    _, g = gradient(prob, params, train.X, train.c)
+    return math.sqrt(sum(float((v * v).sum()) for v in g.values()))
+
+
+def run_casadi(prob):
+    """One IPOPT solve: a dict of figures."""
+    from ocdl.casadi_backend import solve
+
+    train, test = data_mod.make(prob.data)
+    p0 = init_params(prob, prob.width(train.dim))
+    c0, t0 = time.process_time(), time.perf_counter()
+    res = solve(prob, train, test, p0, log=None, quiet=True)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    m = res.metrics
+    it = max(int(m["iterations"]), 1)
+    return {
+        "engine": "casadi", "formulation": m["formulation"], "tableau": prob.network.tableau,
+        "m": prob.data.n, "N": prob.N, "status": m["solver_status"], "iterations": int(m["iterations"]),
+        "build_s": m["build_time_s"], "solve_s": m["solve_time_s"], "wall_s": wall, "cpu_s": cpu,
+        "s_per_iter": m["solve_time_s"] / it, "kkt": m["kkt_residual"], "objective": m["nlp_objective"],
+        "grad_norm": _gradient_norm(prob, res.params, train),
+    }
+
+
+def run_torch(prob, gtol, iterations):
+    """PyTorch L-BFGS (hand-written adjoint) until ‖∇E‖ ≤ gtol or ``iterations``."""
+    from ocdl import training
+
+    tp = prob.replace(solver=SolverSpec(backend="torch", name="lbfgs", iterations=iterations,
+                                        options={"gtol": float(gtol)}))
+    c0, t0 = time.process_time(), time.perf_counter()
+    res, met = training.train(tp, out=None, quiet=True)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    it = max(int(met["iterations"]), 1)
+    return {
+        "engine": "torch-lbfgs", "formulation": "-", "tableau": prob.network.tableau, "m": prob.data.n, "N": prob.N,
+        "status": "gtol reached" if met["gradient_norm"] <= gtol else "gtol not reached", "iterations": it,
+        "build_s": 0.0, "solve_s": wall, "wall_s": wall, "cpu_s": cpu, "s_per_iter": wall / it, "kkt": float("nan"),
+        "objective": met["objective"], "grad_norm": met["gradient_norm"], "gtol": gtol,
+    }
+
+
+def _median(rows):
+    out = dict(rows[0])
+    for k in ("build_s", "solve_s", "wall_s", "cpu_s", "s_per_iter"):
+        out[k] = statistics.median(r[k] for r in rows)
+    out["repeats"] = len(rows)
+    return out
+
+
+def _fit(x, y):
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+
+
+def run(args) -> int:
+    rows = []
+    if args.scaling:
+        vals = [int(v) for v in args.values.split(",")] if args.values else (
+            [250, 500, 1000, 2000, 4000] if args.scaling == "m" else [5, 10, 20, 40, 80])
+        tab = args.tableaux.split(",")[0]
+        for v in vals:
+            m, N = (v, args.layers) if args.scaling == "m" else (args.n, v)
+            prob = problem(m, N, args.h, tab, args.controls, args.data, "full", args.tol, args.max_iter)
+            rows.append(_median([run_casadi(prob) for _ in range(args.repeats)]))
+            if not args.json:
+                _print_row(rows[-1], header=len(rows) == 1)
+        x = [r[args.scaling] for r in rows]
+        fit = {"variable": args.scaling, "values": x,
+               "exponent_s_per_iter": _fit(x, [r["s_per_iter"] for r in rows]),
+               "exponent_solve_s": _fit(x, [r["solve_s"] for r in rows]),
+               "iterations": [r["iterations"] for r in rows]}
+        if args.json:
+            print(json.dumps({"rows": rows, "fit": fit}))
+        else:
+            print(f"time per iteration ∝ {args.scaling}^{fit['exponent_s_per_iter']:.2f}; "
+                  f"solve time ∝ {args.scaling}^{fit['exponent_solve_s']:.2f}; iterations {fit['iterations']}")
+        return 0
+    for tab in args.tableaux.split(","):
+        first = None
+        for form in args.formulations.split(","):
+            prob = problem(args.n, args.layers, args.h, tab, args.controls, args.data, form, args.tol, args.max_iter)
+            rows.append(_median([run_casadi(prob) for _ in range(args.repeats)]))
+            first = first or rows[-1]
+            if not args.json:
+                _print_row(rows[-1], header=len(rows) == 1)
+        if not args.no_torch:
+            gtol = max(first["grad_norm"], 1e-12)
+            prob = problem(args.n, args.layers, args.h, tab, args.controls, args.data)
+            rows.append(_median([run_torch(prob, gtol, args.torch_iterations) for _ in range(args.repeats)]))
+            if not args.json:
+                _print_row(rows[-1], header=False)
+    if args.json:
+        print(json.dumps({"rows": rows}))
+    return 0
+
+
+def _print_row(r, header):
+    if header:
+        print(f"{'engine':<12} {'form':<8} {'tableau':<8} {'m':>5} {'N':>3} {'build s':>8} {'solve s':>8} {'wall s':>8} "
+              f"{'cpu s':>8} {'iter':>6} {'s/iter':>8} {'KKT':>9} {'|grad E|':>9} {'objective':>14}  status")
+    print(f"{r['engine']:<12} {r['formulation']:<8} {r['tableau']:<8} {r['m']:>5} {r['N']:>3} {r['build_s']:>8.2f} "
+          f"{r['solve_s']:>8.2f} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['iterations']:>6} {r['s_per_iter']:>8.4f} "
+          f"{r['kkt']:>9.1e} {r['grad_norm']:>9.1e} {r['objective']:>14.8e}  {r['status']}", flush=True)
