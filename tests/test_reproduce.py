@@ -143,8 +143,9 @@ def _env():
 def test_ctrl_c_then_resume(tmp_path):
     """SIGINT while the second of two experiments runs: the first stays cached, the second reruns."""
     out = tmp_path / "paper"
-    args = [sys.executable, "-m", "ocdl", "reproduce", "paper", "--quick", "--only", "lts/spiral-resnet",
-            "lts/donut1d-resnet", "--jobs", "1", "--no-figures", "--out", str(out)]
+    pair = ("lts/donut1d-resnet", "lts/donut1d-odenet")
+    args = [sys.executable, "-m", "ocdl", "reproduce", "paper", "--quick", "--only", *pair,
+            "--jobs", "1", "--no-figures", "--out", str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
                             start_new_session=True)
     lines = []
@@ -164,7 +165,7 @@ def test_ctrl_c_then_resume(tmp_path):
     log = "".join(lines)
     assert proc.returncode == 130, log
     assert "rerun the same command to resume" in log and "Traceback" not in log
-    finished = [n for n in ("lts/spiral-resnet", "lts/donut1d-resnet") if (out / n / "done.json").is_file()]
+    finished = [n for n in pair if (out / n / "done.json").is_file()]
     assert len(finished) == 1, log
     assert not any(p.name.endswith(".tmp") for p in (out / "lts").iterdir())
     mtime = (out / finished[0] / "params.npz").stat().st_mtime_ns
@@ -172,7 +173,7 @@ def test_ctrl_c_then_resume(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"{finished[0]}: cached" in res.stdout and "running 1 experiment(s)" in res.stdout
     assert (out / finished[0] / "params.npz").stat().st_mtime_ns == mtime
-    assert all((out / n / "done.json").is_file() for n in ("lts/spiral-resnet", "lts/donut1d-resnet"))
+    assert all((out / n / "done.json").is_file() for n in pair)
 
 
 @pytest.mark.slow
@@ -198,12 +199,12 @@ def test_existing_dask_cluster_on_loopback(tmp_path, capsys):
         with Client(address, timeout="30s") as c:
             c.wait_for_workers(1, timeout=60)
         out = tmp_path / "paper"
-        rc = main(["reproduce", "paper", "--quick", "--only", "lts/spiral-resnet", "--scheduler", address,
+        rc = main(["reproduce", "paper", "--quick", "--only", "lts/donut1d-resnet", "--scheduler", address,
                    "--no-figures", "--out", str(out)])
         log = capsys.readouterr().out
         assert rc == 0, log
-        assert f"the Dask scheduler {address}" in log and "done lts/spiral-resnet" in log
-        assert json.loads((out / "lts/spiral-resnet/done.json").read_text())["status"] == "ok"
+        assert f"the Dask scheduler {address}" in log and "done lts/donut1d-resnet" in log
+        assert json.loads((out / "lts/donut1d-resnet/done.json").read_text())["status"] == "ok"
         assert main(["reproduce", "paper", "--jobs", "2", "--scheduler", address, "--out", str(out)]) == 2
     finally:
         for p in reversed(procs):
