@@ -184,8 +184,26 @@ def compiled(fn: ca.Function, jit: bool) -> ca.Function:
     when ``jit`` (the same function, evaluated ~5× faster than by CasADi's virtual machine)."""
     if not jit:
         return fn
-    opts = {"jit": True, "compiler": "shell", "jit_options": {"flags": ["-O1"], "verbose": False}}
+    # Sources and objects go to a private temporary folder (never the user's working directory)
+    # and are deleted with the function; the folder itself goes at exit.
+    opts = {"jit": True, "compiler": "shell", "jit_cleanup": True,
+            "jit_options": {"flags": ["-O1"], "verbose": False, "directory": _jit_directory() + "/", "cleanup": True}}
     return ca.Function(fn.name(), fn.sx_in(), fn.call(fn.sx_in()), fn.name_in(), fn.name_out(), opts)
+
+
+_JIT_DIR: list = []
+
+
+def _jit_directory() -> str:
+    if not _JIT_DIR:
+        import atexit
+        import shutil
+        import tempfile
+
+        d = tempfile.mkdtemp(prefix="ocdl-jit-")
+        atexit.register(shutil.rmtree, d, ignore_errors=True)
+        _JIT_DIR.append(d)
+    return _JIT_DIR[0]
 
 
 def jit_available() -> bool:
