@@ -184,10 +184,10 @@ def compiled(fn: ca.Function, jit: bool) -> ca.Function:
     when ``jit`` (the same function, evaluated ~5× faster than by CasADi's virtual machine)."""
     if not jit:
         return fn
-    # Sources and objects go to a private temporary folder (never the user's working directory)
-    # and are deleted with the function; the folder itself goes at exit.
-    opts = {"jit": True, "compiler": "shell", "jit_cleanup": True,
-            "jit_options": {"flags": ["-O1"], "verbose": False, "directory": _jit_directory() + "/", "cleanup": True}}
+    # Sources and objects go to a private temporary folder (never the user's working directory),
+    # removed as a whole at exit (a loaded .so may be unlinked on POSIX).
+    opts = {"jit": True, "compiler": "shell", "jit_cleanup": False,
+            "jit_options": {"flags": ["-O1"], "verbose": False, "directory": _jit_directory() + "/", "cleanup": False}}
     return ca.Function(fn.name(), fn.sx_in(), fn.call(fn.sx_in()), fn.name_in(), fn.name_out(), opts)
 
 
