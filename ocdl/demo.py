@@ -39,7 +39,7 @@ device = "cpu"
 
 [data]
 name = "spiral"
-n = 200
+n = 500
 seed = 0
 
 [network]
@@ -357,7 +357,8 @@ def markdown(report: dict, figures: dict) -> str:
     for r in report["checks"]:
         res = {True: "pass", False: "**FAIL**", None: f"unavailable: {r['reason']}"}[r["passed"]]
         thr = "—" if r["threshold"] in (None, np.inf) else f"{r['threshold']:.0e}"
-        lines.append(f"| {r['check']} | {_fmt(r['value'])} | {thr} | {res} |")
+        name = r["check"].replace("|", "\\|")  # a Markdown table cell
+        lines.append(f"| {name} | {_fmt(r['value'])} | {thr} | {res} |")
     comm = report["commutation"]
     lines += ["", "## Commutation at the solution (`ocdl verify commutation`)", "",
               "At θ* the gradient of E vanishes, so the gradients are compared on the data term "

@@ -73,6 +73,8 @@ def test_summary_matches_run_directories(quick_run):
         assert f"{m['objective']:.4e}" in md
     h = np.load(out / "lts/spiral-odenet-simplex/params.npz")["h"]
     assert rows["lts/spiral-odenet-simplex"]["nonzero_steps"] == int(np.sum(h > 1e-8)) < 20
+    h = np.load(out / "lts/spiral-odenet/params.npz")["h"]
+    assert rows["lts/spiral-odenet"]["nonzero_steps"] == int(np.sum(np.abs(h) > 1e-8))
     assert rows["lts/spiral-resnet"]["nonzero_steps"] is None
     # the quick runs learn (regression guard: deterministic, seeded runs)
     for name in NAMES:

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ocdl import data as data_mod, plots, rundir  # noqa: E402
+from ocdl.reproduce import summary  # noqa: E402
 from ocdl.reproduce.experiments import LABELS, Experiment  # noqa: E402
 
 NETS = ("net", "resnet", "odenet", "odenet-simplex")
@@ -147,7 +148,7 @@ def timesteps_figure(res: Results, group: str, out: Path, written: list) -> None
             problem, params, _ = r
             plots.draw_timesteps(ax, params["h"])
             ax.axhline(problem.h, color="0.4", lw=0.8, ls=":")  # the ResNet's fixed step T/N
-            nz = int(np.sum(params["h"] > 1e-8 * problem.T))
+            nz = summary.nonzero_steps(problem, params)
             ax.set_title(f"{d}, {LABELS[v]}: {nz} non-zero, Σh = {params['h'].sum():.3g}", fontsize=9)
     _save(fig, out, f"{group}-timesteps", written)
 

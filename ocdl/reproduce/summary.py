@@ -1,8 +1,9 @@
 """summary.md and summary.json of a reproduction: one row per experiment.
 
 Columns: final objective E, train/test accuracy, the number of non-zero time steps (ODENet and
-ODENet+simplex: h_j > 10⁻⁸·T; the simplex projection sets steps exactly to 0), iterations, wall
-time and status, read from each run directory's metrics.json and params.npz.
+ODENet+simplex: |h_j| > 10⁻⁸·T; the simplex projection sets steps exactly to 0, ODENet's steps may
+be negative), iterations, wall time and status, read from each run directory's metrics.json and
+params.npz.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ NONZERO_REL = 1e-8
 
 
 def nonzero_steps(problem, params) -> int | None:
-    """#{j : h_j > 10⁻⁸ T} for learned time steps, None for fixed ones."""
+    """#{j : |h_j| > 10⁻⁸ T} for learned time steps, None for fixed ones."""
     if problem.time_steps == "fixed" or problem.family == "net":
         return None
-    return int(np.sum(np.asarray(params["h"]) > NONZERO_REL * problem.T))
+    return int(np.sum(np.abs(np.asarray(params["h"])) > NONZERO_REL * problem.T))
 
 
 def load_results(out: Path, experiments: list[Experiment]) -> dict[str, tuple]:
