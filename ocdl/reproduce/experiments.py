@@ -36,6 +36,7 @@ GROUP_TITLES = {
     "rk": "Runge–Kutta networks (15 layers, h = 0.1)",
     "init2": "learned time steps, second initialisation",
     "trained-classifier": "learned time steps, classifier trained",
+    "highacc": "well-posed (regularised) problems, CasADi/IPOPT to KKT 1e-10",
 }
 QUICK_DIVISOR = 40
 QUICK_MIN_ITERATIONS = 50

@@ -128,7 +128,10 @@ def curves_figure(res: Results, group: str, data: str, variants, out: Path, writ
         return
     a1.set_title(f"{data}: objective (train solid, test dashed)", fontsize=9)
     a2.set_title(f"{data}: accuracy (train solid, test dashed)", fontsize=9)
-    a2.legend(fontsize=8)
+    for ax in (a2, a1):  # the legend where the labelled lines are (CasADi runs record no accuracies)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+            break
     _save(fig, out, f"{group}-{data}-curves", written)
 
 

@@ -53,6 +53,7 @@ def rows(out: Path, experiments: list[Experiment], results: dict | None = None) 
             "nonzero_steps": nonzero_steps(problem, params),
             "layers": problem.N,
             "iterations": m["iterations"],
+            "kkt_residual": m.get("kkt_residual"),
             "wall_time_s": m["wall_time_s"],
             "status": m["status"],
         })
@@ -65,19 +66,21 @@ def markdown(table: list[dict], title: str, note: str = "") -> str:
     if note:
         lines += [note, ""]
     for group in dict.fromkeys(r["group"] for r in table):
+        rows_g = [r for r in table if r["group"] == group]
+        kkt = any(r.get("kkt_residual") is not None for r in rows_g)  # CasADi runs
         lines += [f"## {group}: {GROUP_TITLES.get(group, group)}", "",
-                  "| data | network | objective | train acc. | test acc. | non-zero h_j | iterations | wall time (s) | status |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---|"]
-        for r in table:
-            if r["group"] != group:
-                continue
+                  "| data | network | objective | train acc. | test acc. | non-zero h_j | iterations | "
+                  + ("KKT residual | " if kkt else "") + "wall time (s) | status |",
+                  "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if kkt else "") + "---:|---|"]
+        for r in rows_g:
             if r["status"] == "missing":
-                lines.append(f"| {r['data']} | {r['network']} | | | | | | | missing |")
+                lines.append(f"| {r['data']} | {r['network']} | | | | | | " + ("| " if kkt else "") + "| missing |")
                 continue
             nz = "—" if r["nonzero_steps"] is None else f"{r['nonzero_steps']} / {r['layers']}"
+            k = ("— | " if r.get("kkt_residual") is None else f"{r['kkt_residual']:.1e} | ") if kkt else ""
             lines.append(
                 f"| {r['data']} | {r['network']} | {r['objective']:.4e} | {r['train_accuracy']:.3f} | "
-                f"{r['test_accuracy']:.3f} | {nz} | {r['iterations']} | {r['wall_time_s']:.1f} | {r['status']} |"
+                f"{r['test_accuracy']:.3f} | {nz} | {r['iterations']} | {k}{r['wall_time_s']:.1f} | {r['status']} |"
             )
         lines.append("")
     return "\n".join(lines)
