@@ -19,7 +19,7 @@ from ocdl.errors import OcdlError
 
 def register(sub):
     p = sub.add_parser("run", help="train the problem of a problem file (TOML) into a run directory")
-    p.add_argument("file", nargs="?", help="a problem file, or a catalogue name such as paper/rk/spiral-kutta4")
+    p.add_argument("file", nargs="?", help="a problem file, or a catalogue name such as paper/rk/spiral-kutta4 (not with --resume)")
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="change one setting (TOML value), e.g. --set network.layers=30; repeatable")
@@ -49,6 +49,13 @@ def run(a) -> int:
 
     if a.list:
         return _list()
+    if a.resume:
+        if not a.out:
+            raise OcdlError("run: --resume needs --out DIR (the run to continue)")
+        if a.overrides or a.quick or a.init:
+            raise OcdlError("run: --resume continues the run in --out as it was; it takes no --set/--quick/--init")
+        res, _ = training.train(None, out=a.out, resume=Path(a.out), quiet=a.quiet)
+        return _exit_code(res)
     if not a.file:
         raise OcdlError("run: give a problem file (or --list)")
     problem = catalogue.load(a.file)
@@ -64,12 +71,11 @@ def run(a) -> int:
         return 0
     if not a.out:
         raise OcdlError("run: --out DIR is required (or --show / --list)")
-    if a.resume and (a.overrides or a.quick or a.init):
-        raise OcdlError("run: --resume continues the run in --out as it was; it takes no --set/--quick/--init")
-    if a.resume:
-        res, _ = training.train(None, out=a.out, resume=Path(a.out), quiet=a.quiet)
-    else:
-        res, _ = training.train(problem, out=a.out, init=a.init, quiet=a.quiet, force=a.force)
+    res, _ = training.train(problem, out=a.out, init=a.init, quiet=a.quiet, force=a.force)
+    return _exit_code(res)
+
+
+def _exit_code(res) -> int:
     if res.interrupted:
         return 130
     return 0 if res.success else 1
