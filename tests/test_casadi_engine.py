@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from ocdl import data, tableau
 from ocdl.casadi_backend import gradient, solve

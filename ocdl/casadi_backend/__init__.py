@@ -9,17 +9,11 @@ from the multipliers, and the Hamiltonian boundary value problem solved by Newto
 Modules, one per mathematical object: :mod:`.discretisation` (the RK step of any f and its
 partner costate step), :mod:`.network` (a Problem's network per sample), :mod:`.nlp` (full-space
 and reduced NLP), :mod:`.costates` (multipliers → costates), :mod:`.ipopt` (the solver run),
-:mod:`.bvp` (Newton on the discrete Hamiltonian system), :mod:`.optimal_control` (general OCPs).
+:mod:`.derivatives` (the full-space Jacobian and Hessian from per-sample blocks), :mod:`.bvp`
+(Newton on the discrete Hamiltonian system), :mod:`.optimal_control` (general OCPs).
 """
 
 from ocdl.casadi_backend.engine import gradient, solve
+from ocdl.casadi_backend.optimal_control import OCPSolution, hager_errors, solve_ocp
 
-__all__ = ["solve", "gradient", "solve_ocp", "hager_errors"]
-
-
-def __getattr__(name):
-    if name in ("solve_ocp", "hager_errors"):
-        from ocdl.casadi_backend import optimal_control
-
-        return getattr(optimal_control, name)
-    raise AttributeError(name)
+__all__ = ["solve", "gradient", "solve_ocp", "hager_errors", "OCPSolution"]

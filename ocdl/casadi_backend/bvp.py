@@ -227,13 +227,14 @@ def _nlp_x(bvp, z):
     return np.asarray(z).reshape(-1)[: bvp.nlp.layout.size + bvp.n_state]
 
 
-def solve(problem, Y0, c, params0, opts, log=print, quiet=False, t_start=None, test=None) -> SolveResult:
-    """Newton on the Hamiltonian BVP from ``params0`` (a point near a solution)."""
+def solve(problem, Y0, c, params0, opts, log=print, quiet=False, t_start=None) -> SolveResult:
+    """Newton on the Hamiltonian BVP from ``params0`` (a point near a solution); at most
+    ``solver.options.max_iter`` steps (default min(100, the engine's max_iter))."""
     t0 = t_start if t_start is not None else time.perf_counter()
     bvp = HamiltonianBVP(problem, Y0, c, params0)
     z0 = bvp.start(params0)
     build = time.perf_counter() - t0
-    max_iter = int(problem.solver.options.get("max_iter", 100))
+    max_iter = opts["max_iter"] if "max_iter" in problem.solver.options else min(100, opts["max_iter"])
     if not quiet:
         log(f"casadi: Hamiltonian BVP, {z0.size} unknowns, Newton to |G| ≤ {opts['tol']:g}")
     t1 = time.perf_counter()

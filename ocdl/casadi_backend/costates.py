@@ -1,13 +1,13 @@
 """Discrete costates from the multipliers of the full-space NLP.
 
-With the Lagrangian L = f + Σ_j λ_jᵀ (Y^[j+1] − Ψ_j(Y^[j])) (CasADi/IPOPT sign), stationarity in
-Y^[j+1] reads λ_j = (∂Ψ_{j+1}/∂y)ᵀ λ_{j+1} ... and λ_{N−1} = −∂f/∂Y^[N], so
+IPOPT's Lagrangian is L = f + Σ_j λ_jᵀ (Y^[j+1] − Ψ_j(Y^[j])). Stationarity in Y^[N] gives
+λ_{N−1} = −∂f/∂Y^[N], and in Y^[j] (0 < j < N) gives λ_{j−1} = (∂Ψ_j/∂y)ᵀ λ_j, so
 
-    p^[j] = −λ_{j−1}   (j = 1, …, N),    p^[0] = (∂Ψ_0/∂y)ᵀ p^[1],
+    p^[j] = −λ_{j−1}   (j = 1, …, N),    p^[0] = (∂Ψ_0/∂y)ᵀ p^[1]
 
-the costates of :func:`ocdl.torch_backend.adjoint.grad_adjoint` (p = ∂E/∂y). Stage costates:
+are the costates p = ∂E/∂y of :func:`ocdl.torch_backend.adjoint.grad_adjoint`. Stage costates:
 
-  * stage slopes as variables, constraint multipliers κ_i of F_i − f(Y_i) = 0:  κ_i = −h μ_i;
+  * stage slopes as variables, multipliers κ_i of F_i − f(Y_i) = 0:  κ_i = −h μ_i;
   * stages eliminated: h μ_i = ∂(p^[j+1]ᵀ Ψ_j)/∂E_i, the derivative of the step with respect to a
     perturbation E_i of the slope F_i (see :mod:`.discretisation`);
 

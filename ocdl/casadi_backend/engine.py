@@ -27,8 +27,8 @@ def engine_options(problem) -> dict:
     stages ('auto' | 'eliminated' | 'variables'), max_iter (solver.iterations if > 0, else 3000),
     derivatives ('structured': the full-space derivatives assembled from per-sample blocks,
     :mod:`.derivatives`; 'casadi': CasADi's own sparse AD of the whole graph),
-    jit ('auto': compile the per-sample functions with the system C compiler when one exists and
-    m·N ≥ 10⁴; true; false), ipopt (a dict of extra IPOPT options)."""
+    jit (structured derivatives only; 'auto': compile the per-sample functions with the system C
+    compiler when one exists and m·N ≥ 10⁴; true; false), ipopt (a dict of extra IPOPT options)."""
     o = dict(problem.solver.options)
     tol = o.get("tol", 1e-10)
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0):
@@ -83,19 +83,6 @@ def warn_well_posed(problem, tol, log):
         )
 
 
-def accuracy(nlp: NetworkNLP, theta, Y0, c) -> float:
-    """Fraction of samples of (Y0, c) with [W y^[N] + μ > 0] = c."""
-    net = nlp.net
-    th = ca.DM(theta)
-    Y = ca.DM(Y0)
-    for j in range(nlp.problem.N):
-        Y = net.layer.map(Y0.shape[1])(Y, net.controls(th, j), nlp._step(th, j), nlp.t[j])
-    W = np.array(ca.DM(net.fixed_or_trained(th, "W", nlp.base))).reshape(-1)
-    mu = float(ca.DM(net.fixed_or_trained(th, "mu", nlp.base)))
-    z = W @ np.array(Y) + mu
-    return float(np.mean((z > 0).astype(np.float64) == c))
-
-
 def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResult:
     """Train ``problem`` with IPOPT (``solver.name = 'ipopt'``) or Newton on the Hamiltonian BVP
     (``'bvp'``) from ``params0``; see :mod:`ocdl.casadi_backend`."""
@@ -107,15 +94,16 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
     if problem.solver.name == "bvp":
         from ocdl.casadi_backend import bvp
 
-        return bvp.solve(problem, Y0, c, params0, opts, log=log, quiet=quiet, t_start=t_start,
-                         test=(lift(np.asarray(test.X, dtype=np.float64), d).T, np.asarray(test.c)) if test is not None else None)
+        return bvp.solve(problem, Y0, c, params0, opts, log=log, quiet=quiet, t_start=t_start)
     if problem.solver.name != "ipopt":
         raise OcdlError(f"the CasADi engine has no solver {problem.solver.name!r} (ipopt, bvp)")
-    jit = opts["jit"] if opts["jit"] != "auto" else (jit_available() and Y0.shape[1] * problem.N >= 10_000)
+    structured = (opts["formulation"] == "full" and opts["derivatives"] == "structured" and opts["stages"] != "variables"
+                  and (problem.family == "net" or problem.tableau.explicit))
+    jit = structured and (opts["jit"] if opts["jit"] != "auto" else (jit_available() and Y0.shape[1] * problem.N >= 10_000))
     nlp = NetworkNLP(problem, Y0, c, params0, opts["formulation"], opts["stages"], jit=jit)
     x0 = nlp.initial_guess(params0)
     nlp_opts = None
-    if opts["formulation"] == "full" and nlp.stages == "eliminated" and opts["derivatives"] == "structured":
+    if structured:
         nlp_opts = structured_derivatives(nlp)
     build_nlp = time.perf_counter() - t_start
     if not quiet:

@@ -21,7 +21,6 @@ import numpy as np
 
 from ocdl import fields, loss as loss_mod, regulariser, xp as xp_mod
 from ocdl.casadi_backend.discretisation import RKScheme
-from ocdl.errors import OcdlError
 from ocdl.problem import PARAM_KEYS, Problem
 
 
