@@ -31,6 +31,7 @@ import numpy as np
 
 from ocdl import catalogue, data as data_mod, rundir
 from ocdl.errors import OcdlError
+from ocdl.optional import casadi_feature
 
 PROBLEM_TOML = """\
 # ocdl demo: a well-posed Kutta(4) network on the spiral, solved to KKT 1e-10.
@@ -93,14 +94,10 @@ def default_problem(n: int | None = None, overrides=()):
 
 def casadi_available() -> str | None:
     """None if ``ocdl.casadi_backend`` offers solve() and gradient(), else the reason."""
-    try:
-        from ocdl.casadi_backend import gradient, solve  # noqa: F401
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("ocdl.casadi_backend"):
-            return "the CasADi engine (ocdl.casadi_backend) is not installed in this version"
-        return f"the CasADi engine cannot be imported: {e}"
-    except ImportError as e:
-        return f"the CasADi engine lacks solve()/gradient(): {e}"
+    for name in ("solve", "gradient"):
+        found = casadi_feature(name)
+        if isinstance(found, str):
+            return found
     return None
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from ocdl.errors import OcdlError
 from ocdl.verify import adjoints
 from ocdl.verify.instance import Instance
+from ocdl.optional import casadi_feature
 
 METHODS = ("dto_autograd", "dto_casadi", "otd_partner", "otd_same_tableau", "otd_continuous")
 UNSCALED = "discrete_adjoint_unscaled"
@@ -69,15 +70,7 @@ def dto_autograd(inst: Instance):
 
 def casadi_gradient_function():
     """``ocdl.casadi_backend.gradient`` or a string saying why it is not available."""
-    try:
-        from ocdl.casadi_backend import gradient  # noqa: PLC0415
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("ocdl.casadi_backend"):
-            return "the CasADi engine (ocdl.casadi_backend) is not installed in this version"
-        return f"the CasADi engine cannot be imported: {e}"
-    except ImportError as e:
-        return f"ocdl.casadi_backend has no gradient(): {e}"
-    return gradient
+    return casadi_feature("gradient")
 
 
 def dto_casadi(inst: Instance):

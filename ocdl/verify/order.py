@@ -35,6 +35,7 @@ from ocdl.errors import OcdlError
 from ocdl.verify import adjoints
 from ocdl.verify.commutation import rel_diff
 from ocdl.verify.instance import Instance, build_problem
+from ocdl.optional import casadi_feature
 
 NS = (4, 8, 16, 32, 64, 128, 256)
 RTOL_REF = 1e-13
@@ -136,15 +137,7 @@ def fit_slope(Ns, errs, floor: float = FLOOR, n_min: int = N_MIN_FIT, max_points
 
 def hager_function():
     """``ocdl.casadi_backend.hager_errors`` or a string saying why it is not available."""
-    try:
-        from ocdl.casadi_backend import hager_errors  # noqa: PLC0415
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("ocdl.casadi_backend"):
-            return "the CasADi engine (ocdl.casadi_backend) is not installed in this version"
-        return f"the CasADi engine cannot be imported: {e}"
-    except ImportError as e:
-        return f"ocdl.casadi_backend has no hager_errors(): {e}"
-    return hager_errors
+    return casadi_feature("hager_errors")
 
 
 def order(tableau: str, Ns=NS, T: float = 1.0, n: int = 20, seed: int = 0, control: bool = True) -> dict:
