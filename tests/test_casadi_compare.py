@@ -73,3 +73,15 @@ def test_failed_solve_exits_nonzero_with_run_directory(tmp_path, capsys):
     assert "Maximum_Iterations_Exceeded" in cap.out + cap.err
     m = json.loads((out / "metrics.json").read_text())
     assert m["solver_status"] == "Maximum_Iterations_Exceeded" and m["status"] == "failed"
+
+
+def test_bench_solve_smoke(capsys):
+    assert main(["bench", "solve", "--n", "30", "--layers", "2", "--tableaux", "euler", "--no-torch", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["formulation"] for r in rows] == ["full", "reduced"]
+    for r in rows:
+        assert r["status"] == "Solve_Succeeded" and r["kkt"] <= 1e-8 and r["grad_norm"] <= 1e-7
+        assert r["iterations"] > 0 and r["solve_s"] > 0 and r["build_s"] > 0
+    assert main(["bench", "solve", "--scaling", "m", "--values", "20,40", "--layers", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["fit"]["values"] == [20, 40] and isinstance(out["fit"]["exponent_s_per_iter"], float)
