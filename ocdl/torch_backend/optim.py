@@ -286,6 +286,11 @@ def _torch_step(obj, project, opt, theta, name):
         return torch.tensor(E, dtype=p.dtype)
 
     opt.step(closure)
+    if name == "lbfgs" and torch.equal(p.detach(), before):
+        # The strong-Wolfe search failed along the quasi-Newton direction (stale curvature pairs
+        # on a nonconvex objective): drop the memory and restart from steepest descent once.
+        opt.state.clear()
+        opt.step(closure)
     with torch.no_grad():
         p.data.copy_(project(p.detach()))
     new = p.detach().clone()
