@@ -26,9 +26,11 @@ def evaluate(problem, params, X, keep_states=False):
     d = params["W"].shape[0]
     net = TorchNetwork(problem, d, device="cpu", dtype="float64")
     prm = net.to_torch(params)
+    from ocdl import loss as loss_mod
+
     with torch.no_grad():
         yN, states = net.forward(prm, net.inputs(X), keep_states=True)
-        prob = net.predict(prm, net.inputs(X)).numpy()
+        prob = loss_mod.sigmoid(net.logits(prm, yN), net.xp).numpy()
     out = (prob, yN.T.numpy())
     if keep_states:
         out += ([s.T.numpy() for s in states],)
