@@ -113,12 +113,7 @@ def estimate_a(sigma="tanh", lam=1.0, delta=1e-3, A="random", cases=50, dims=(1,
         nA, _ = _norms(Am)
         meas = np.linalg.norm(sol.D[1:, :, 0], axis=-1)
         bound = lam * nA[None, :] * sol.t[1:, None] * delta
-        r = meas / bound
-        ratios.append(r.max(axis=0))
-        b = int(np.argmax(r.max(axis=0)))
-        if worst is None or r.max() > worst["ratio"]:
-            worst = {"ratio": float(r.max()), "t": sol.t, "measured": np.r_[0.0, meas[:, b]],
-                     "bound": np.r_[0.0, bound[:, b]]}
+        worst = _record(ratios, worst, sol.t, meas, bound, np.zeros(B))
     return _summary(np.concatenate(ratios), worst, lam=lam, delta=delta)
 
 
@@ -141,12 +136,7 @@ def estimate_b(sigma="tanh", lam=1.0, delta=1e-3, A="random", cases=50, dims=(1,
         meas = np.linalg.norm(sol.Y[1:, :, 0] - ydag[None], axis=-1)
         e0 = np.linalg.norm(y0 - ydag, axis=1)
         bound = e0[None, :] + (C + lam * delta * nA)[None, :] * sol.t[1:, None]
-        r = meas / bound
-        ratios.append(r.max(axis=0))
-        b = int(np.argmax(r.max(axis=0)))
-        if worst is None or r.max() > worst["ratio"]:
-            worst = {"ratio": float(r.max()), "t": sol.t, "measured": np.r_[e0[b], meas[:, b]],
-                     "bound": np.r_[e0[b], bound[:, b]], "C": float(C[b])}
+        worst = _record(ratios, worst, sol.t, meas, bound, e0, C=C)
     return _summary(np.concatenate(ratios), worst, lam=lam, delta=delta)
 
 
@@ -173,12 +163,7 @@ def estimate_d(sigma="tanh", lam=1.0, delta=1e-3, A="random", cases=50, dims=(1,
         t = sol.t[1:, None]
         meas = np.linalg.norm(sol.D[1:, :, 0], axis=-1)
         bound = np.exp(-rate * t) * eps + (nA * delta / s**2) * (1.0 - np.exp(-rate * t))
-        r = meas / bound
-        ratios.append(r.max(axis=0))
-        b = int(np.argmax(r.max(axis=0)))
-        if worst is None or r.max() > worst["ratio"]:
-            worst = {"ratio": float(r.max()), "t": sol.t, "measured": np.r_[eps[b], meas[:, b]],
-                     "bound": np.r_[eps[b], bound[:, b]], "rate": float(rate[b])}
+        worst = _record(ratios, worst, sol.t, meas, bound, eps, rate=rate)
     return _summary(np.concatenate(ratios), worst, lam=lam, delta=delta)
 
 
@@ -239,6 +224,19 @@ def _data(f, fd):
 
 def _dims_for(A, dims):
     return (A.shape[1],) if isinstance(A, np.ndarray) else tuple(dims)
+
+
+def _record(ratios, worst, t, meas, bound, start, **per_case):
+    """Append the per-case max of measured/bound (rows: times t[1:], columns: cases) to ``ratios``
+    and return the worse of ``worst`` and this group's worst case (curves from t = 0, where both
+    equal ``start``; ``per_case`` arrays give extra values of that case)."""
+    r = meas / bound
+    ratios.append(r.max(axis=0))
+    if worst is not None and r.max() <= worst["ratio"]:
+        return worst
+    b = int(np.argmax(r.max(axis=0)))
+    return {"ratio": float(r.max()), "t": t, "measured": np.r_[start[b], meas[:, b]],
+            "bound": np.r_[start[b], bound[:, b]], **{k: float(v[b]) for k, v in per_case.items()}}
 
 
 def _summary(ratios, worst, **extra) -> dict:
