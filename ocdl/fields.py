@@ -6,9 +6,9 @@ M ∈ R^{d×m},
 
     Jᵀ M = (∂_y f)ᵀ M  (column by column),  and (∂_K f)ᵀ M, (∂_β f)ᵀ M summed over samples.
 
-It is split in two so that a Runge–Kutta layer can sum the parameter products of its stages
-in one matrix product: ``vjp_state`` returns Jᵀ M and an intermediate, ``vjp_params`` turns the
-intermediates of several stages into Σ_i w_i (∂_u f(Y_i))ᵀ M_i.
+It is split in two so that a Runge–Kutta layer can accumulate the parameter products of its
+stages: ``vjp_state`` returns Jᵀ M and an intermediate, ``vjp_params_add`` adds
+w (∂_u f(Y))ᵀ M to gradient accumulators in place (one fused multiply-add per product).
 
     SigmaField     f = σ(K y + β):      G = σ'(Z) ⊙ M;  JᵀM = Kᵀ G;  ∂K = G Yᵀ;  ∂β = G 1
     MonotoneField  f = −Kᵀσ(K y + β):   Q = σ'(Z) ⊙ (K M);  JᵀM = −Kᵀ Q;
@@ -42,17 +42,9 @@ class _Field:
     def vjp(self, Y, Z, S, K, M):
         """(Jᵀ M, ∂K, ∂β) at stage values Y with Z = K Y + β, S = σ(Z)."""
         JtM, aux = self.vjp_state(Y, Z, S, K, M)
-        dK, dbeta = self.vjp_params([Y], [aux], [1.0])
+        dK, dbeta = self.xp.zeros_like(K), self.xp.zeros_like(K[:, 0])
+        self.vjp_params_add(dK, dbeta, Y, aux, 1.0)
         return JtM, dK, dbeta
-
-    def _weighted(self, arrays, weights):
-        """The d×(s·m) matrix [w_1 A_1, …, w_s A_s] (one stack and one broadcast product)."""
-        A = self.xp.stack(arrays, 1)  # d × s × m
-        w = self.xp.asarray(weights, like=A)[None, :, None]
-        return (A * w).reshape(A.shape[0], -1)
-
-    def _cat(self, arrays):
-        return self.xp.stack(arrays, 1).reshape(arrays[0].shape[0], -1)
 
 
 class SigmaField(_Field):
@@ -62,18 +54,15 @@ class SigmaField(_Field):
         Z, S = self._pre(Y, K, beta)
         return S, Z, S
 
-    def vjp_state(self, Y, Z, S, K, M):
-        """(Jᵀ M, G) with G = σ'(Z) ⊙ M."""
+    def vjp_state(self, Y, Z, S, K, M, KT=None):
+        """(Jᵀ M, G) with G = σ'(Z) ⊙ M, Jᵀ M = Kᵀ G (``KT``: Kᵀ, if at hand)."""
         G = self.dsigma_mul(Z, S, M)
-        return K.T @ G, G
+        return (K.T if KT is None else KT) @ G, G
 
-    def vjp_params(self, Ys, Gs, weights):
-        """Σ_i w_i (G_i Y_iᵀ, G_i 1)."""
-        if len(Ys) == 1:
-            G = Gs[0] * weights[0] if weights[0] != 1.0 else Gs[0]
-            return G @ Ys[0].T, G.sum(1)
-        G = self._weighted(Gs, weights)
-        return G @ self._cat(Ys).T, G.sum(1)
+    def vjp_params_add(self, dK, dbeta, Y, G, w):
+        """dK += w G Yᵀ,  dβ += w G 1  (in place)."""
+        self.xp.addmm_(dK, G, Y.T, w)
+        self.xp.add_rowsum_(dbeta, G, w)
 
 
 class MonotoneField(_Field):
@@ -83,17 +72,17 @@ class MonotoneField(_Field):
         Z, S = self._pre(Y, K, beta)
         return -(K.T @ S), Z, S
 
-    def vjp_state(self, Y, Z, S, K, M):
-        """(Jᵀ M, (Q, S, M)) with Q = σ'(Z) ⊙ (K M)."""
+    def vjp_state(self, Y, Z, S, K, M, KT=None):
+        """(Jᵀ M, (Q, S, M)) with Q = σ'(Z) ⊙ (K M), Jᵀ M = −Kᵀ Q."""
         Q = self.dsigma_mul(Z, S, K @ M)
-        return -(K.T @ Q), (Q, S, M)
+        return -((K.T if KT is None else KT) @ Q), (Q, S, M)
 
-    def vjp_params(self, Ys, auxs, weights):
-        """Σ_i w_i (−(S_i M_iᵀ + Q_i Y_iᵀ), −Q_i 1)."""
-        Q = self._weighted([a[0] for a in auxs], weights)
-        S = self._cat([a[1] for a in auxs])
-        M = self._weighted([a[2] for a in auxs], weights)
-        return -(S @ M.T) - Q @ self._cat(Ys).T, -Q.sum(1)
+    def vjp_params_add(self, dK, dbeta, Y, aux, w):
+        """dK −= w (S Mᵀ + Q Yᵀ),  dβ −= w Q 1  (in place)."""
+        Q, S, M = aux
+        self.xp.addmm_(dK, S, M.T, -w)
+        self.xp.addmm_(dK, Q, Y.T, -w)
+        self.xp.add_rowsum_(dbeta, Q, -w)
 
 
 def make(family: str, act: Activation, xp):

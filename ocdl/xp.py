@@ -1,7 +1,9 @@
 """Tiny array namespaces so that one formula serves NumPy, PyTorch and CasADi.
 
 Only the primitives the activations and losses need: tanh, exp, log1p, abs, sin, cos,
-relu = max(x, 0), step = [x > 0] (as a float), clip, affine(K, Y, β) = K Y + β 1ᵀ, stack, asarray.
+relu = max(x, 0), step = [x > 0] (as a float), clip, affine(K, Y, β) = K Y + β 1ᵀ, stack, asarray,
+zeros_like, and the in-place accumulations addmm_(C, A, B, w): C += w A B and
+add_rowsum_(c, A, w): c += w A 1 (the vector–Jacobian products of :mod:`ocdl.fields`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,16 @@ class _Numpy:
     def step(x):
         return (np.asarray(x) > 0).astype(np.float64)
 
+    zeros_like = staticmethod(np.zeros_like)
+
+    @staticmethod
+    def addmm_(C, A, B, w):
+        C += w * (A @ B)
+
+    @staticmethod
+    def add_rowsum_(c, A, w):
+        c += w * A.sum(1)
+
     @staticmethod
     def clip(x, lo, hi):
         return np.clip(x, lo, hi)
@@ -61,9 +73,27 @@ class _Torch:
         self.sin = torch.sin
         self.cos = torch.cos
         self.relu = torch.relu
+        self._ones = {}
+        self._tanh_backward = torch.ops.aten.tanh_backward.default
+        self._sigmoid_backward = torch.ops.aten.sigmoid_backward.default
 
     def step(self, x):
         return (x > 0).to(x.dtype)
+
+    def zeros_like(self, x):
+        return self.t.zeros_like(x)
+
+    @staticmethod
+    def addmm_(C, A, B, w):
+        C.addmm_(A, B, alpha=w)
+
+    def add_rowsum_(self, c, A, w):
+        """c += w A 1, as one matrix–vector product with a cached vector of ones."""
+        key = (A.shape[1], A.dtype, A.device)
+        ones = self._ones.get(key)
+        if ones is None:
+            ones = self._ones[key] = self.t.ones(A.shape[1], dtype=A.dtype, device=A.device)
+        c.addmv_(A, ones, alpha=w)
 
     def stack(self, arrays, axis):
         return self.t.stack(arrays, axis)
@@ -74,15 +104,15 @@ class _Torch:
     def dsigma_mul(self, act, Z, S, M):
         """σ'(Z) ⊙ M, with S = σ(Z); fused kernels for tanh and sigmoid."""
         if act.name == "tanh":
-            return self.t.ops.aten.tanh_backward(M, S)
+            return self._tanh_backward(M, S)
         if act.name == "sigmoid":
-            return self.t.ops.aten.sigmoid_backward(M, S)
+            return self._sigmoid_backward(M, S)
         ds = act.dsigma_s(S) if act.dsigma_s is not None else act.dsigma(Z, self)
         return ds * M
 
     def affine(self, K, Y, beta):
-        """K Y + β 1ᵀ (one fused addmm)."""
-        return self.t.addmm(beta[:, None], K, Y)
+        """K Y + β 1ᵀ (one fused addmm; β a vector or a d×1 column)."""
+        return self.t.addmm(beta if beta.dim() == 2 else beta[:, None], K, Y)
 
     def clip(self, x, lo, hi):
         return self.t.clamp(x, lo, hi)

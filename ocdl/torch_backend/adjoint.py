@@ -58,25 +58,36 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
         if "W" in grads:
             grads["W"] = yN @ g
             grads["mu"] = g.sum()
-        gK, gb, gh = [None] * N, [None] * N, [params["h"].new_zeros(())] * N  # per layer; stacked at the end
+        # ∂E/∂K, ∂E/∂β are accumulated in place, one fused multiply-add per stage (ocdl.fields)
+        gK, gb = grads["K"], grads["beta"]
+        gh = [params["h"].new_zeros(())] * N
         u = net.controls(params)
         if return_costates:
             p_all = [None] * (N + 1)
             p_all[N] = p
             P_all = [None] * N
         hs = params["h"].tolist()
+        field = net.field
         for j in range(N - 1, -1, -1):
             y = states[j]
             if prob.family == "net":  # y⁺ = σ(K y + β): p = Kᵀ(σ' ⊙ p⁺)
                 K, beta = u[j][0]
-                p, gK[j], gb[j] = net.field.vjp(y, *net.field(y, K, beta)[1:], K, p)
+                _, Z, S = field(y, K, beta)
+                p, G = field.vjp_state(y, Z, S, K, p)
+                field.vjp_params_add(gK[j], gb[j], y, G, 1.0)
                 if return_costates:
                     p_all[j] = p
                 continue
             h = hs[j]
             Ys, Fs, Zs, Ss = net.stages(u[j], y, h)
+            if net.per_stage:
+                KTs = [K.T for K, _ in u[j]]
+                slots = list(zip(gK[j].unbind(0), gb[j].unbind(0)))
+            else:
+                KTs = [u[j][0][0].T] * s
+                slots = [(gK[j], gb[j])] * s
             JT = [None] * s  # J_lᵀ P_l (partner) or J_lᵀ μ_l (unscaled)
-            Ps, aux, hw = [None] * s, [None] * s, [0.0] * s
+            Ps = [None] * s
             p_next = p
             for i in range(s - 1, -1, -1):
                 if form == "partner":
@@ -92,24 +103,18 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
                         if net.a[l][i] != 0.0:
                             Pi = torch.add(Pi, JT[l], alpha=h * net.a[l][i])
                     weight = 1.0
-                JT[i], aux[i] = net.field.vjp_state(Ys[i], Zs[i], Ss[i], u[j][i][0], Pi)
+                JT[i], aux = field.vjp_state(Ys[i], Zs[i], Ss[i], u[j][i][0], Pi, KTs[i])
                 Ps[i] = Pi
-                hw[i] = h * weight
+                hw = h * weight
+                # ∂E/∂u_{j,i} += h w_i (∂_u f(Y_i))ᵀ P_i
+                field.vjp_params_add(*slots[i], Ys[i], aux, hw)
                 if "h" in grads:
                     gh[j] = gh[j] + weight * torch.vdot(Pi.flatten(), Fs[i].flatten())
-                p_next = torch.add(p_next, JT[i], alpha=hw[i])
+                p_next = torch.add(p_next, JT[i], alpha=hw)
             p = p_next
-            # ∂E/∂u = Σ_i h w_i (∂_u f(Y_i))ᵀ P_i: per stage, or summed over the stages in one product
-            if net.per_stage:
-                dK, db = zip(*(net.field.vjp_params([Ys[i]], [aux[i]], [hw[i]]) for i in range(s)))
-                gK[j], gb[j] = torch.stack(dK), torch.stack(db)
-            else:
-                gK[j], gb[j] = net.field.vjp_params(Ys, aux, hw)
             if return_costates:
                 p_all[j] = p
                 P_all[j] = torch.stack(Ps)
-        grads["K"] = torch.stack(gK)
-        grads["beta"] = torch.stack(gb)
         if "h" in grads:
             grads["h"] = torch.stack(gh)
         for k, v in regulariser.gradient(prob, params).items():

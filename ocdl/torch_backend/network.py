@@ -89,8 +89,9 @@ class TorchNetwork:
 
     # ------------------------------------------------------------------ forward
     def controls(self, params):
-        """u[j][i] = (K, β) used by stage i of layer j (views, split once per sweep)."""
-        Ks, betas = params["K"].unbind(0), params["beta"].unbind(0)
+        """u[j][i] = (K, β) used by stage i of layer j (views, split once per sweep; β as a d×1
+        column, ready to be broadcast over the samples)."""
+        Ks, betas = params["K"].unbind(0), params["beta"].unsqueeze(-1).unbind(0)
         if self.per_stage:
             return [list(zip(K.unbind(0), b.unbind(0))) for K, b in zip(Ks, betas)]
         return [[(K, b)] * self.s for K, b in zip(Ks, betas)]
