@@ -81,27 +81,18 @@ def _block_index(rows, cols, m):
     return np.tile(rows, m), np.tile(cols, m), np.repeat(np.arange(m), nnz)
 
 
-def structured_derivatives(nlp) -> dict:
-    """nlpsol options {'jac_g': …, 'hess_lag': …} for a full-space NLP with eliminated stages."""
-    net, L = nlp.net, nlp.layout
-    d, m, N, s = nlp.d, nlp.m, nlp.problem.N, net.s
-    nth = L.size
+def layer_symbols(nlp) -> dict:
+    """One sample's layer as SX: y, w (layer j's entries of θ: controls, and h_j if trained), h (the
+    fixed step, a symbol), Psi = Ψ(y, w; h); n_w; and w_index(j), the θ positions of w_j."""
+    net, L, d = nlp.net, nlp.layout, nlp.d
+    s = net.s
     ncol = s if net.per_stage else 1
     h_trained = "h" in L.keys
     nw = net.nu * ncol + (1 if h_trained else 0)
-    # per-sample Ψ(y, w; h) and its blocks
-    y, w, hc, lam = ca.SX.sym("y", d), ca.SX.sym("w", nw), ca.SX.sym("h"), ca.SX.sym("lam", d)
+    y, w, hc = ca.SX.sym("y", d), ca.SX.sym("w", nw), ca.SX.sym("h")
     U = ca.reshape(w[: net.nu * ncol], net.nu, ncol)
     U = U if ncol == s else ca.repmat(U, 1, s)
     h = w[-1] if h_trained else hc
-    Psi = net.layer(y, U, h, 0.0)
-    yw = ca.vertcat(y, w)
-    A_nz, rA0, cA0 = _nonzeros(ca.jacobian(Psi, y))
-    B_nz, rB0, cB0 = _nonzeros(ca.jacobian(Psi, w))
-    Q_nz, rQ0, cQ0 = _nonzeros(ca.hessian(-ca.dot(lam, Psi), yw)[0])
-    jac_m = compiled(ca.Function("psi_jac", [y, w, hc], [A_nz, B_nz]), nlp.jit).map(m)
-    hess_m = compiled(ca.Function("psi_hess", [y, w, hc, lam], [Q_nz]), nlp.jit).map(m)
-    # θ positions of w_j
     oK, ob = L.slices["K"].start, L.slices["beta"].start
 
     def w_index(j):
@@ -111,7 +102,42 @@ def structured_derivatives(nlp) -> dict:
             idx += list(range(oK + q * d * d, oK + (q + 1) * d * d)) + list(range(ob + q * d, ob + (q + 1) * d))
         if h_trained:
             idx.append(L.slices["h"].start + j)
-        return np.array(idx)
+        return np.array(idx, dtype=np.int64)
+
+    return {"y": y, "w": w, "h": hc, "Psi": net.layer(y, U, h, 0.0), "nw": nw, "w_index": w_index}
+
+
+def loss_symbols(nlp) -> dict:
+    """One sample's loss term as SX: ℓ(W·y + μ, c) [/m] in y, W, μ, c; ζ = (y, the trained ones of
+    W, μ); cidx, the θ positions of those trained classifier entries."""
+    net, L, d, m = nlp.net, nlp.layout, nlp.d, nlp.m
+    cls = [k for k in ("W", "mu") if k in L.keys]
+    cidx = (np.concatenate([np.arange(L.slices[k].start, L.slices[k].stop) for k in cls]) if cls
+            else np.zeros(0, dtype=np.int64))
+    yv, cv = ca.SX.sym("y", d), ca.SX.sym("c")
+    Wv = ca.SX.sym("W", d) if "W" in L.keys else ca.SX.sym("W_fixed", d)
+    muv = ca.SX.sym("mu") if "mu" in L.keys else ca.SX.sym("mu_fixed")
+    zeta = ca.vertcat(yv, *([Wv] if "W" in L.keys else []), *([muv] if "mu" in L.keys else []))
+    scale = 1.0 / m if nlp.problem.objective.mean else 1.0
+    return {"y": yv, "W": Wv, "mu": muv, "c": cv, "zeta": zeta, "cidx": cidx,
+            "loss": scale * net.loss(yv, Wv, muv, cv)}
+
+
+def structured_derivatives(nlp) -> dict:
+    """nlpsol options {'jac_g': …, 'hess_lag': …} for a full-space NLP with eliminated stages."""
+    net, L = nlp.net, nlp.layout
+    d, m, N = nlp.d, nlp.m, nlp.problem.N
+    nth = L.size
+    h_trained = "h" in L.keys
+    sym = layer_symbols(nlp)
+    y, w, hc, Psi, w_index = sym["y"], sym["w"], sym["h"], sym["Psi"], sym["w_index"]
+    lam = ca.SX.sym("lam", d)
+    yw = ca.vertcat(y, w)
+    A_nz, rA0, cA0 = _nonzeros(ca.jacobian(Psi, y))
+    B_nz, rB0, cB0 = _nonzeros(ca.jacobian(Psi, w))
+    Q_nz, rQ0, cQ0 = _nonzeros(ca.hessian(-ca.dot(lam, Psi), yw)[0])
+    jac_m = compiled(ca.Function("psi_jac", [y, w, hc], [A_nz, B_nz]), nlp.jit).map(m)
+    hess_m = compiled(ca.Function("psi_hess", [y, w, hc, lam], [Q_nz]), nlp.jit).map(m)
 
     def y_index(j):  # (d, m) array of x indices of Y^[j], j ≥ 1
         return nth + (j - 1) * d * m + np.arange(d * m).reshape(m, d).T
@@ -155,15 +181,10 @@ def structured_derivatives(nlp) -> dict:
         hs = L.slices["h"]
         J.add(ca.DM.ones(N), np.full(N, ng - 1), np.arange(hs.start, hs.stop))
     # objective: per-sample loss over (y_N, W, μ), and ∇²R
-    cls = [k for k in ("W", "mu") if k in L.keys]
-    cidx = np.concatenate([np.arange(L.slices[k].start, L.slices[k].stop) for k in cls]) if cls else np.zeros(0, int)
-    yv, cv = ca.SX.sym("y", d), ca.SX.sym("c")
-    Wv = ca.SX.sym("W", d) if "W" in L.keys else ca.SX.sym("W_fixed", d)
-    muv = ca.SX.sym("mu") if "mu" in L.keys else ca.SX.sym("mu_fixed")
-    zv = ca.vertcat(yv, *([Wv] if "W" in L.keys else []), *([muv] if "mu" in L.keys else []))
-    scale = 1.0 / m if nlp.problem.objective.mean else 1.0
-    Hl, rL0, cL0 = _nonzeros(ca.hessian(scale * net.loss(yv, Wv, muv, cv), zv)[0])
-    loss_h = compiled(ca.Function("loss_hess", [yv, Wv, muv, cv], [Hl]), nlp.jit).map(m)
+    ls = loss_symbols(nlp)
+    cidx = ls["cidx"]
+    Hl, rL0, cL0 = _nonzeros(ca.hessian(ls["loss"], ls["zeta"])[0])
+    loss_h = compiled(ca.Function("loss_hess", [ls["y"], ls["W"], ls["mu"], ls["c"]], [Hl]), nlp.jit).map(m)
     YN = ca.reshape(x[y_index(N).T.reshape(-1).tolist()], d, m)
     W = net.fixed_or_trained(nlp.theta, "W", nlp.base)
     mu = net.fixed_or_trained(nlp.theta, "mu", nlp.base)

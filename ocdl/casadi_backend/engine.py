@@ -11,6 +11,7 @@ import numpy as np
 
 from ocdl import problem as problem_mod
 from ocdl.casadi_backend import costates as costates_mod, ipopt
+from ocdl.casadi_backend.condensed import ReducedHessian
 from ocdl.casadi_backend.derivatives import structured_derivatives
 from ocdl.casadi_backend.network import jit_available
 from ocdl.casadi_backend.nlp import FORMULATIONS, STAGES, NetworkNLP
@@ -26,7 +27,8 @@ def engine_options(problem) -> dict:
     tol (1e-10), hessian ('exact' | 'lbfgs'), formulation ('full' | 'reduced'),
     stages ('auto' | 'eliminated' | 'variables'), max_iter (solver.iterations if > 0, else 3000),
     derivatives ('structured': the full-space derivatives assembled from per-sample blocks,
-    :mod:`.derivatives`; 'casadi': CasADi's own sparse AD of the whole graph),
+    :mod:`.derivatives`, and the reduced Hessian by the second-order adjoint, :mod:`.condensed`;
+    'casadi': CasADi's own AD of the whole graph),
     jit (structured derivatives only; 'auto': compile the per-sample functions with the system C
     compiler when one exists and m·N ≥ 10⁴; true; false), ipopt (a dict of extra IPOPT options)."""
     o = dict(problem.solver.options)
@@ -97,14 +99,15 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
         return bvp.solve(problem, Y0, c, params0, opts, log=log, quiet=quiet, t_start=t_start)
     if problem.solver.name != "ipopt":
         raise OcdlError(f"the CasADi engine has no solver {problem.solver.name!r} (ipopt, bvp)")
-    structured = (opts["formulation"] == "full" and opts["derivatives"] == "structured" and opts["stages"] != "variables"
-                  and (problem.family == "net" or problem.tableau.explicit))
+    full = opts["formulation"] == "full"
+    structured = (opts["derivatives"] == "structured" and (problem.family == "net" or problem.tableau.explicit)
+                  and (not full or opts["stages"] != "variables"))
     jit = structured and (opts["jit"] if opts["jit"] != "auto" else (jit_available() and Y0.shape[1] * problem.N >= 10_000))
     nlp = NetworkNLP(problem, Y0, c, params0, opts["formulation"], opts["stages"], jit=jit)
     x0 = nlp.initial_guess(params0)
     nlp_opts = None
     if structured:
-        nlp_opts = structured_derivatives(nlp)
+        nlp_opts = structured_derivatives(nlp) if full else {"hess_lag": ReducedHessian(nlp).callback()}
     build_nlp = time.perf_counter() - t_start
     if not quiet:
         log(f"casadi: {opts['formulation']} NLP, {nlp.x.shape[0]} variables, {nlp.g.shape[0]} constraints, "
@@ -112,7 +115,7 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
     out, build_solver = ipopt.solve(
         {"x": nlp.x, "f": nlp.f, "g": nlp.g}, x0, nlp.lbx, nlp.ubx, nlp.lbg, nlp.ubg,
         ipopt.options(opts["tol"], opts["max_iter"], opts["hessian"], opts["ipopt"]), log=log, quiet=quiet,
-        nlp_opts=nlp_opts if opts["hessian"] == "exact" else ({"jac_g": nlp_opts["jac_g"]} if nlp_opts else None),
+        nlp_opts=nlp_opts if opts["hessian"] == "exact" else ({"jac_g": nlp_opts["jac_g"]} if full and nlp_opts else None),
     )
     theta = out.x[: nlp.layout.size]
     params = nlp.layout.unpack(theta, base=params0)
