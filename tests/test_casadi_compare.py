@@ -84,4 +84,6 @@ def test_bench_solve_smoke(capsys):
         assert r["iterations"] > 0 and r["solve_s"] > 0 and r["build_s"] > 0
     assert main(["bench", "solve", "--scaling", "m", "--values", "20,40", "--layers", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["fit"]["values"] == [20, 40] and isinstance(out["fit"]["exponent_s_per_iter"], float)
+    (fit,) = out["fits"]
+    assert fit["formulation"] == "reduced" and fit["values"] == [20, 40]
+    assert isinstance(fit["exponent_s_per_iter"], float) and isinstance(fit["exponent_solve_s"], float)

@@ -33,14 +33,16 @@ def register(bsub):
     p.add_argument("--layers", type=int, default=15)
     p.add_argument("--h", type=float, default=0.1)
     p.add_argument("--tableaux", default="euler,rk4", help="comma-separated tableau names")
-    p.add_argument("--formulations", default="full,reduced", help="comma-separated: full, reduced")
+    p.add_argument("--formulations", default=None,
+                   help="comma-separated: full, reduced (default: full,reduced; with --scaling: reduced)")
     p.add_argument("--controls", default="per-layer", choices=("per-layer", "per-stage"))
     p.add_argument("--tol", type=float, default=1e-10)
     p.add_argument("--max-iter", type=int, default=3000)
     p.add_argument("--repeats", type=int, default=1, help="runs per configuration (medians are reported)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch L-BFGS comparison")
     p.add_argument("--torch-iterations", type=int, default=20000)
-    p.add_argument("--scaling", choices=("m", "N"), help="instead: time per iteration against m or N (euler, full)")
+    p.add_argument("--scaling", choices=("m", "N"),
+                   help="instead: solve time and time per iteration against m or N (first tableau, each formulation)")
     p.add_argument("--values", help="comma-separated m or N values (default 250..4000 or 5..80)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
@@ -119,26 +121,31 @@ def run(args) -> int:
         vals = [int(v) for v in args.values.split(",")] if args.values else (
             [250, 500, 1000, 2000, 4000] if args.scaling == "m" else [5, 10, 20, 40, 80])
         tab = args.tableaux.split(",")[0]
-        for v in vals:
-            m, N = (v, args.layers) if args.scaling == "m" else (args.n, v)
-            prob = problem(m, N, args.h, tab, args.controls, args.data, "full", args.tol, args.max_iter)
-            rows.append(_median([run_casadi(prob) for _ in range(args.repeats)]))
+        fits = []
+        for form in (args.formulations or "reduced").split(","):
+            frows = []
+            for v in vals:
+                m, N = (v, args.layers) if args.scaling == "m" else (args.n, v)
+                prob = problem(m, N, args.h, tab, args.controls, args.data, form, args.tol, args.max_iter)
+                frows.append(_median([run_casadi(prob) for _ in range(args.repeats)]))
+                if not args.json:
+                    _print_row(frows[-1], header=not rows and len(frows) == 1)
+            rows += frows
+            x = [r[args.scaling] for r in frows]
+            fit = {"variable": args.scaling, "formulation": form, "tableau": tab, "values": x,
+                   "exponent_s_per_iter": _fit(x, [r["s_per_iter"] for r in frows]),
+                   "exponent_solve_s": _fit(x, [r["solve_s"] for r in frows]),
+                   "iterations": [r["iterations"] for r in frows]}
+            fits.append(fit)
             if not args.json:
-                _print_row(rows[-1], header=len(rows) == 1)
-        x = [r[args.scaling] for r in rows]
-        fit = {"variable": args.scaling, "values": x,
-               "exponent_s_per_iter": _fit(x, [r["s_per_iter"] for r in rows]),
-               "exponent_solve_s": _fit(x, [r["solve_s"] for r in rows]),
-               "iterations": [r["iterations"] for r in rows]}
+                print(f"{form}: time per iteration ∝ {args.scaling}^{fit['exponent_s_per_iter']:.2f}; "
+                      f"solve time ∝ {args.scaling}^{fit['exponent_solve_s']:.2f}; iterations {fit['iterations']}")
         if args.json:
-            print(json.dumps({"rows": rows, "fit": fit}))
-        else:
-            print(f"time per iteration ∝ {args.scaling}^{fit['exponent_s_per_iter']:.2f}; "
-                  f"solve time ∝ {args.scaling}^{fit['exponent_solve_s']:.2f}; iterations {fit['iterations']}")
+            print(json.dumps({"rows": rows, "fits": fits}))
         return 0
     for tab in args.tableaux.split(","):
         first = None
-        for form in args.formulations.split(","):
+        for form in (args.formulations or "full,reduced").split(","):
             prob = problem(args.n, args.layers, args.h, tab, args.controls, args.data, form, args.tol, args.max_iter)
             rows.append(_median([run_casadi(prob) for _ in range(args.repeats)]))
             first = first or rows[-1]
