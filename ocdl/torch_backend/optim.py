@@ -266,7 +266,10 @@ def _torch_optimiser(name, theta, opts, state):
         return None
     theta.requires_grad_(False)
     if name == "lbfgs":
-        opt = torch.optim.LBFGS([theta], lr=opts["lr"], max_iter=1, history_size=int(opts["history_size"]),
+        # One quasi-Newton iteration per step. max_eval must be given: its default, max_iter·5//4 = 1,
+        # leaves the strong-Wolfe search 0 evaluations after the first trial, so any step that does
+        # not decrease E at once was rejected and the iterate froze (max_ls = max_eval − 1 = 25).
+        opt = torch.optim.LBFGS([theta], lr=opts["lr"], max_iter=1, max_eval=26, history_size=int(opts["history_size"]),
                                 line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
     else:
         opt = torch.optim.Adam([theta], lr=opts["lr"])
