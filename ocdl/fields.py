@@ -6,13 +6,15 @@ M ∈ R^{d×m},
 
     Jᵀ M = (∂_y f)ᵀ M  (column by column),  and (∂_K f)ᵀ M, (∂_β f)ᵀ M summed over samples.
 
-It is split in two so that a Runge–Kutta layer can accumulate the parameter products of its
-stages: ``vjp_state`` returns Jᵀ M and an intermediate, ``vjp_params_add`` adds
-w (∂_u f(Y))ᵀ M to gradient accumulators in place (one fused multiply-add per product).
+Both fields write them through one cotangent D ∈ R^{d×m} of the pre-activation side:
 
-    SigmaField     f = σ(K y + β):      G = σ'(Z) ⊙ M;  JᵀM = Kᵀ G;  ∂K = G Yᵀ;  ∂β = G 1
-    MonotoneField  f = −Kᵀσ(K y + β):   Q = σ'(Z) ⊙ (K M);  JᵀM = −Kᵀ Q;
-                                        ∂K = −(S Mᵀ + Q Yᵀ);  ∂β = −Q 1
+    SigmaField     f = σ(K y + β):      D = σ'(Z) ⊙ M;          JᵀM = Kᵀ D;  ∂K = D Yᵀ;          ∂β = D 1
+    MonotoneField  f = −Kᵀσ(K y + β):   D = −σ'(Z) ⊙ (K M);     JᵀM = Kᵀ D;  ∂K = D Yᵀ − S Mᵀ;   ∂β = D 1
+
+so that a Runge–Kutta layer with one (K, β) for all stages (per-layer controls) needs Kᵀ only
+once, Jᵀ-summed over the stages: Σ_i w_i J_iᵀ M_i = Kᵀ Σ_i w_i D_i (``vjp_params_layer``, one
+product for the parameters of all stages). ``vjp_state`` returns (Jᵀ M, D); ``vjp_params_add``
+adds w (∂_u f(Y))ᵀ M of one stage to gradient accumulators in place.
 
 Works for NumPy arrays and torch tensors alike (``xp`` from :mod:`ocdl.xp`).
 """
@@ -38,13 +40,34 @@ class _Field:
         """σ'(Z) ⊙ M (S = σ(Z) lets the namespace use a cheaper or fused formula)."""
         return self.xp.dsigma_mul(self.act, Z, S, M)
 
+    def vjp_state(self, Y, Z, S, K, M, KT=None):
+        """(Jᵀ M, D) with Jᵀ M = Kᵀ D (``KT``: Kᵀ, if at hand)."""
+        D = self.cotangent(Z, S, K, M)
+        return (K.T if KT is None else KT) @ D, D
 
     def vjp(self, Y, Z, S, K, M):
         """(Jᵀ M, ∂K, ∂β) at stage values Y with Z = K Y + β, S = σ(Z)."""
-        JtM, aux = self.vjp_state(Y, Z, S, K, M)
+        JtM, D = self.vjp_state(Y, Z, S, K, M)
         dK, dbeta = self.xp.zeros_like(K), self.xp.zeros_like(K[:, 0])
-        self.vjp_params_add(dK, dbeta, Y, aux, 1.0)
+        self.vjp_params_add(dK, dbeta, Y, S, M, D, 1.0)
         return JtM, dK, dbeta
+
+    def vjp_params_add(self, dK, dbeta, Y, S, M, D, w):
+        """dK += w ∂K,  dβ += w D 1  (in place) for one stage."""
+        self.xp.addmm_(dK, D, Y.T, w)
+        self.xp.add_rowsum_(dbeta, D, w)
+
+    def vjp_params_layer(self, dK, dbeta, Ys, Ss, Ms, Ds, w, h):
+        """The stages of one layer with shared (K, β): dK += h Σ_i w_i ∂K_i, dβ += h Σ_i w_i D_i 1
+        (in place, one product over the stacked d × (s·m) blocks); returns Σ_i w_i D_i.
+        ``w``: the stage weights as an array of shape (1, s, 1)."""
+        d = dK.shape[0]
+        Dw = self.xp.stack(Ds, 1)
+        Dw *= w
+        self.xp.addmm_(dK, Dw.reshape(d, -1), self.xp.stack(Ys, 1).reshape(d, -1).T, h)
+        Gw = Dw.sum(1)
+        self.xp.add_rowsum_(dbeta, Gw, h)
+        return Gw
 
 
 class SigmaField(_Field):
@@ -54,15 +77,9 @@ class SigmaField(_Field):
         Z, S = self._pre(Y, K, beta)
         return S, Z, S
 
-    def vjp_state(self, Y, Z, S, K, M, KT=None):
-        """(Jᵀ M, G) with G = σ'(Z) ⊙ M, Jᵀ M = Kᵀ G (``KT``: Kᵀ, if at hand)."""
-        G = self.dsigma_mul(Z, S, M)
-        return (K.T if KT is None else KT) @ G, G
-
-    def vjp_params_add(self, dK, dbeta, Y, G, w):
-        """dK += w G Yᵀ,  dβ += w G 1  (in place)."""
-        self.xp.addmm_(dK, G, Y.T, w)
-        self.xp.add_rowsum_(dbeta, G, w)
+    def cotangent(self, Z, S, K, M):
+        """D = σ'(Z) ⊙ M."""
+        return self.dsigma_mul(Z, S, M)
 
 
 class MonotoneField(_Field):
@@ -72,17 +89,22 @@ class MonotoneField(_Field):
         Z, S = self._pre(Y, K, beta)
         return -(K.T @ S), Z, S
 
-    def vjp_state(self, Y, Z, S, K, M, KT=None):
-        """(Jᵀ M, (Q, S, M)) with Q = σ'(Z) ⊙ (K M), Jᵀ M = −Kᵀ Q."""
-        Q = self.dsigma_mul(Z, S, K @ M)
-        return -((K.T if KT is None else KT) @ Q), (Q, S, M)
+    def cotangent(self, Z, S, K, M):
+        """D = −σ'(Z) ⊙ (K M)."""
+        return -self.dsigma_mul(Z, S, K @ M)
 
-    def vjp_params_add(self, dK, dbeta, Y, aux, w):
-        """dK −= w (S Mᵀ + Q Yᵀ),  dβ −= w Q 1  (in place)."""
-        Q, S, M = aux
+    def vjp_params_add(self, dK, dbeta, Y, S, M, D, w):
+        """dK += w (D Yᵀ − S Mᵀ),  dβ += w D 1  (in place)."""
+        super().vjp_params_add(dK, dbeta, Y, S, M, D, w)
         self.xp.addmm_(dK, S, M.T, -w)
-        self.xp.addmm_(dK, Q, Y.T, -w)
-        self.xp.add_rowsum_(dbeta, Q, -w)
+
+    def vjp_params_layer(self, dK, dbeta, Ys, Ss, Ms, Ds, w, h):
+        """As for σ(Ky + β), plus dK −= h Σ_i w_i S_i M_iᵀ."""
+        d = dK.shape[0]
+        Sw = self.xp.stack(Ss, 1)
+        Sw *= w
+        self.xp.addmm_(dK, Sw.reshape(d, -1), self.xp.stack(Ms, 1).reshape(d, -1).T, -h)
+        return super().vjp_params_layer(dK, dbeta, Ys, Ss, Ms, Ds, w, h)
 
 
 def make(family: str, act: Activation, xp):

@@ -68,26 +68,24 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
             P_all = [None] * N
         hs = params["h"].tolist()
         field = net.field
+        weights = net.b if form == "partner" else [1.0] * s  # μ_i = w_i P_i
+        w_t = params["h"].new_tensor(weights).reshape(1, s, 1)
         for j in range(N - 1, -1, -1):
             y = states[j]
             if prob.family == "net":  # y⁺ = σ(K y + β): p = Kᵀ(σ' ⊙ p⁺)
                 K, beta = u[j][0]
                 _, Z, S = field(y, K, beta)
-                p, G = field.vjp_state(y, Z, S, K, p)
-                field.vjp_params_add(gK[j], gb[j], y, G, 1.0)
+                p_in = p
+                p, D = field.vjp_state(y, Z, S, K, p_in)
+                field.vjp_params_add(gK[j], gb[j], y, S, p_in, D, 1.0)
                 if return_costates:
                     p_all[j] = p
                 continue
             h = hs[j]
             Ys, Fs, Zs, Ss = net.stages(u[j], y, h)
-            if net.per_stage:
-                KTs = [K.T for K, _ in u[j]]
-                slots = list(zip(gK[j].unbind(0), gb[j].unbind(0)))
-            else:
-                KTs = [u[j][0][0].T] * s
-                slots = [(gK[j], gb[j])] * s
+            KTs = [K.T for K, _ in u[j]] if net.per_stage else [u[j][0][0].T] * s
             JT = [None] * s  # J_lᵀ P_l (partner) or J_lᵀ μ_l (unscaled)
-            Ps = [None] * s
+            Ps, Ds = [None] * s, [None] * s
             p_next = p
             for i in range(s - 1, -1, -1):
                 if form == "partner":
@@ -96,22 +94,28 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
                         coef = net.partner_coef[i][l]
                         if coef != 0.0:
                             Pi = torch.add(Pi, JT[l], alpha=h * coef)
-                    weight = net.b[i]  # μ_i = b_i P_i
                 else:
                     Pi = net.b[i] * p
                     for l in range(i + 1, s):
                         if net.a[l][i] != 0.0:
                             Pi = torch.add(Pi, JT[l], alpha=h * net.a[l][i])
-                    weight = 1.0
-                JT[i], aux = field.vjp_state(Ys[i], Zs[i], Ss[i], u[j][i][0], Pi, KTs[i])
+                K = u[j][i][0]
+                if i == 0 and not net.per_stage:
+                    # J_0ᵀ P_0 enters only p^[j] = p^[j+1] + h Kᵀ Σ_i w_i D_i, formed once below
+                    Ds[i] = field.cotangent(Zs[i], Ss[i], K, Pi)
+                else:
+                    JT[i], Ds[i] = field.vjp_state(Ys[i], Zs[i], Ss[i], K, Pi, KTs[i])
                 Ps[i] = Pi
-                hw = h * weight
-                # ∂E/∂u_{j,i} += h w_i (∂_u f(Y_i))ᵀ P_i
-                field.vjp_params_add(*slots[i], Ys[i], aux, hw)
                 if "h" in grads:
-                    gh[j] = gh[j] + weight * torch.vdot(Pi.flatten(), Fs[i].flatten())
-                p_next = torch.add(p_next, JT[i], alpha=hw)
-            p = p_next
+                    gh[j] = gh[j] + weights[i] * torch.vdot(Pi.flatten(), Fs[i].flatten())
+                if net.per_stage:  # ∂E/∂u_{j,i} = h w_i (∂_u f(Y_i))ᵀ P_i
+                    field.vjp_params_add(gK[j, i], gb[j, i], Ys[i], Ss[i], Pi, Ds[i], h * weights[i])
+                    p_next = torch.add(p_next, JT[i], alpha=h * weights[i])
+            if net.per_stage:
+                p = p_next
+            else:  # ∂E/∂u_j = h Σ_i w_i (∂_u f(Y_i))ᵀ P_i and p^[j] in one product each
+                Gw = field.vjp_params_layer(gK[j], gb[j], Ys, Ss, Ps, Ds, w_t, h)
+                p = torch.addmm(p, KTs[0], Gw, alpha=h)
             if return_costates:
                 p_all[j] = p
                 P_all[j] = torch.stack(Ps)
