@@ -97,7 +97,9 @@ def add_solver_arguments(p):
     g.add_argument("--iterations", type=int, help="iterations in total (default 1000; with --resume: the run's own)")
     g.add_argument("--tol", type=float, help="casadi: KKT tolerance (default 1e-10)")
     g.add_argument("--hessian", choices=("exact", "lbfgs"), help="casadi: Hessian of the Lagrangian")
-    g.add_argument("--formulation", choices=("full", "reduced"), help="casadi: full-space or reduced NLP")
+    g.add_argument("--formulation", choices=("full", "reduced"),
+                   help="casadi: full-space NLP (states as variables, costates = multipliers; default) or reduced NLP "
+                        "(single shooting, exact Hessian by the second-order adjoint; faster for large m·N)")
     g.add_argument("--lr", type=float, help="adam/lbfgs learning rate")
     g.add_argument("--gradient", choices=("adjoint", "autograd"), help="torch: gradient used by the optimiser")
     g.add_argument("--eval-every", type=int, help="record test objective/accuracies every k iterations")
