@@ -19,10 +19,10 @@ import json
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from ocdl import data as data_mod
+from ocdl.commands._args import int_at_least
 from ocdl.problem import DataSpec, NetworkSpec, Problem, SolverSpec, init_params
 
 
@@ -34,9 +34,9 @@ def register(bsub):
     p.add_argument("--tableau", default="rk4")
     p.add_argument("--controls", default="per-layer", choices=("per-layer", "per-stage"))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=int, default=31)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: auto)")
-    p.add_argument("--train-iterations", type=int, default=10000, help="time this many gd-armijo iterations (0: skip)")
+    p.add_argument("--repeats", type=int_at_least(1), default=31)
+    p.add_argument("--threads", type=int_at_least(0), default=0, help="torch CPU threads (0: auto)")
+    p.add_argument("--train-iterations", type=int_at_least(0), default=10000, help="time this many gd-armijo iterations (0: skip)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 

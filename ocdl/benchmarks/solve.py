@@ -21,6 +21,8 @@ import time
 import numpy as np
 
 from ocdl import data as data_mod
+from ocdl.commands._args import int_at_least
+from ocdl.errors import OcdlError
 from ocdl.problem import DataSpec, NetworkSpec, ObjectiveSpec, Problem, SolverSpec, init_params
 
 ALL = {k: 1e-3 for k in ("K", "beta", "W", "mu", "h")}
@@ -37,10 +39,10 @@ def register(bsub):
                    help="comma-separated: full, reduced (default: full,reduced; with --scaling: reduced)")
     p.add_argument("--controls", default="per-layer", choices=("per-layer", "per-stage"))
     p.add_argument("--tol", type=float, default=1e-10)
-    p.add_argument("--max-iter", type=int, default=3000)
-    p.add_argument("--repeats", type=int, default=1, help="runs per configuration (medians are reported)")
+    p.add_argument("--max-iter", type=int_at_least(0), default=3000)
+    p.add_argument("--repeats", type=int_at_least(1), default=1, help="runs per configuration (medians are reported)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch L-BFGS comparison")
-    p.add_argument("--torch-iterations", type=int, default=20000)
+    p.add_argument("--torch-iterations", type=int_at_least(1), default=20000)
     p.add_argument("--scaling", choices=("m", "N"),
                    help="instead: solve time and time per iteration against m or N (first tableau, each formulation)")
     p.add_argument("--values", help="comma-separated m or N values (default 250..4000 or 5..80)")
@@ -111,6 +113,17 @@ def _median(rows):
     return out
 
 
+def _values(text):
+    """--values: comma-separated positive integers, at least two (a slope needs two points)."""
+    try:
+        vals = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise OcdlError(f"--values: expected comma-separated integers, got {text!r}") from None
+    if len(vals) < 2 or min(vals) < 1:
+        raise OcdlError(f"--values: need at least two integers ≥ 1, got {text!r}")
+    return vals
+
+
 def _fit(x, y):
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
@@ -118,7 +131,7 @@ def _fit(x, y):
 def run(args) -> int:
     rows = []
     if args.scaling:
-        vals = [int(v) for v in args.values.split(",")] if args.values else (
+        vals = _values(args.values) if args.values else (
             [250, 500, 1000, 2000, 4000] if args.scaling == "m" else [5, 10, 20, 40, 80])
         tab = args.tableaux.split(",")[0]
         fits = []

@@ -9,26 +9,17 @@ cross-checked with the PyTorch engine, commutation and stability checks, a repor
 
 from __future__ import annotations
 
+from ocdl.commands._args import int_at_least
 from ocdl.errors import OcdlError
 
 
-def _positive(s: str) -> int:
-    import argparse
-
-    try:
-        v = int(s)
-    except ValueError:
-        v = 0
-    if v < 2:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 2, got {s!r}")
-    return v
 
 
 def register(sub):
     p = sub.add_parser("demo", help="the main job: CasADi solve to KKT 1e-10, PyTorch cross-check, commutation, stability, report")
     p.add_argument("--out", help="output folder (report.md, report.json, checks.png, run/)")
-    p.add_argument("--n", type=_positive, help="training samples (default: the embedded problem's)")
-    p.add_argument("--quick", action="store_true", help=f"a small instance (n = 40) for a smoke run")
+    p.add_argument("--n", type=int_at_least(2), help="training samples (default: the embedded problem's)")
+    p.add_argument("--quick", action="store_true", help="a small instance (n = 40) for a smoke run")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="change one setting of the embedded problem (TOML value); repeatable")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")

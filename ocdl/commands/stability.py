@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+from ocdl.commands._args import int_at_least, positive_float
 from ocdl.errors import OcdlError
 
 
@@ -32,26 +33,6 @@ def _dims(s: str) -> tuple[int, ...]:
     return dims
 
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
-    if not (v > 0 and v < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {s!r}")
-    return v
-
-
 def register(sub):
     p = sub.add_parser("stability", help="the monotone-σ and inverse-problem estimates, measured")
     ssub = p.add_subparsers(dest="kind", metavar="KIND")
@@ -62,8 +43,8 @@ def register(sub):
     m.add_argument("--flow", choices=("monotone", "plain"), default="monotone",
                    help="monotone: −Kᵀσ(Ky+β) (default); plain: the unmodified σ(Ky+β)")
     m.add_argument("--dim", type=_dims, default=tuple(range(1, 17)), help="width(s): N, A-B or a list (default 1-16)")
-    m.add_argument("--cases", type=_positive_int, default=200, help="random cases (default 200)")
-    m.add_argument("--T", type=_positive_float, default=1.0, help="final time (default 1)")
+    m.add_argument("--cases", type=int_at_least(1), default=200, help="random cases (default 200)")
+    m.add_argument("--T", type=positive_float, default=1.0, help="final time (default 1)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--json", action="store_true", help="print one JSON object")
     m.set_defaults(func=run_monotone)
@@ -71,28 +52,28 @@ def register(sub):
     d = ssub.add_parser("discrete", help="Runge–Kutta layers of the monotone flow: largest stable h‖K‖²")
     d.add_argument("--tableau", default="rk4", help="registry tableau, or 'all' (default rk4)")
     d.add_argument("--sigma", default="tanh", help="monotone activation (default tanh)")
-    d.add_argument("--dim", type=_positive_int, default=2, help="width (default 2)")
-    d.add_argument("--cases", type=_positive_int, default=200, help="random cases (default 200)")
-    d.add_argument("--layers", type=_positive_int, default=10, help="N for the multi-layer scan (default 10)")
+    d.add_argument("--dim", type=int_at_least(1), default=2, help="width (default 2)")
+    d.add_argument("--cases", type=int_at_least(1), default=200, help="random cases (default 200)")
+    d.add_argument("--layers", type=int_at_least(1), default=10, help="N for the multi-layer scan (default 10)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", help="write the figure discrete-<tableau>.png into this folder")
     d.add_argument("--json", action="store_true", help="print one JSON object (a list for --tableau all)")
     d.set_defaults(func=run_discrete)
 
     i = ssub.add_parser("inverse", help="y' = −Kᵀσ(Ky+β) − λAᵀ(Ay − f): estimates (a)–(d)")
-    i.add_argument("--lam", type=_positive_float, default=1.0, help="λ (default 1)")
-    i.add_argument("--delta", type=_positive_float, default=1e-3, help="data perturbation δ (default 1e-3)")
+    i.add_argument("--lam", type=positive_float, default=1.0, help="λ (default 1)")
+    i.add_argument("--delta", type=positive_float, default=1e-3, help="data perturbation δ (default 1e-3)")
     i.add_argument("--A", default="random", help="random (default), identity, or a matrix file (.npy, .csv, .txt)")
     i.add_argument("--sigma", default="tanh", help="monotone activation (default tanh)")
-    i.add_argument("--tau", type=_positive_float, default=1.0, help="stopping time t* = τδ in (c) (default 1)")
-    i.add_argument("--cases", type=_positive_int, default=50, help="random cases per estimate (default 50)")
+    i.add_argument("--tau", type=positive_float, default=1.0, help="stopping time t* = τδ in (c) (default 1)")
+    i.add_argument("--cases", type=int_at_least(1), default=50, help="random cases per estimate (default 50)")
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(func=run_inverse)
 
     n = ssub.add_parser("network", help="a trained network (run directory) against the estimate")
     n.add_argument("run_dir", help="a run directory of `ocdl train` / `ocdl run`")
-    n.add_argument("--pairs", type=_positive_int, default=4000, help="random data pairs (default 4000)")
+    n.add_argument("--pairs", type=int_at_least(1), default=4000, help="random data pairs (default 4000)")
     n.add_argument("--seed", type=int, default=0)
     n.add_argument("--json", action="store_true", help="print one JSON object")
     n.set_defaults(func=run_network)
