@@ -22,7 +22,6 @@ the cross-engine checks are reported as unavailable — never faked.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -30,7 +29,6 @@ from typing import Callable
 import numpy as np
 
 from ocdl import catalogue, data as data_mod, rundir
-from ocdl.errors import OcdlError
 from ocdl.optional import casadi_feature
 
 PROBLEM_TOML = """\
@@ -111,8 +109,6 @@ def _rel(a, b) -> float:
 
 def cross_check(problem, params, train, costates) -> dict:
     """The PyTorch engine at θ*: objective, reduced gradient, costates; against CasADi where given."""
-    import torch
-
     from ocdl.torch_backend.adjoint import grad_adjoint
     from ocdl.torch_backend.network import TorchNetwork
 
@@ -227,11 +223,11 @@ def run(out: str | Path, n: int | None = None, quick: bool = False, overrides=()
         "wall_time_s": time.perf_counter() - t, "train_accuracy": metrics["train_accuracy"],
         "test_accuracy": metrics["test_accuracy"],
     }
-    say(f"[2/4] cross-check with the PyTorch engine at the solution")
+    say("[2/4] cross-check with the PyTorch engine at the solution")
     xc = cross_check(problem, res.params, train, res.costates)
-    say(f"[3/4] verify commutation at the solution (gradient of the data term)")
+    say("[3/4] verify commutation at the solution (gradient of the data term)")
     comm = commutation(Instance.make(data_term(problem), res.params), casadi=casadi_available() is None)
-    say(f"[4/4] stability check of the trained network")
+    say("[4/4] stability check of the trained network")
     stab = stability_network.json_view(stability_network.check(problem, res.params, train.X))
     report = {
         "problem": problem.to_dict(),

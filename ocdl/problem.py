@@ -389,7 +389,7 @@ def validate(p: Problem) -> None:
     if net.family == "odenet" and ts == "fixed":
         raise OcdlError("network: family 'odenet' learns its time steps; use 'resnet' for fixed steps")
     if net.family in ("resnet",) and ts != "fixed":
-        raise OcdlError(f"network: family 'resnet' has fixed steps; use 'odenet' for learned ones")
+        raise OcdlError("network: family 'resnet' has fixed steps; use 'odenet' for learned ones")
     if net.family == "net" and ts != "fixed":
         raise OcdlError("network: family 'net' has no time steps to learn")
     tab = _tableau_from(forced or net.tableau)

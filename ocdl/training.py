@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from ocdl import data as data_mod, problem as problem_mod, rundir

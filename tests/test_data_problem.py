@@ -1,6 +1,5 @@
 """Data sets, problem description, simplex projection."""
 
-import itertools
 
 import numpy as np
 import pytest

@@ -2,7 +2,6 @@
 one clear line naming file, line and key; ``ocdl run`` trains a problem file."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

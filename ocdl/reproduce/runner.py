@@ -248,7 +248,7 @@ def run(
     from distributed import as_completed
 
     log(f"running {len(todo)} experiment(s) on "
-        + (f"the Dask scheduler {scheduler}" if scheduler else f"a local Dask cluster"))
+        + (f"the Dask scheduler {scheduler}" if scheduler else "a local Dask cluster"))
     with client_for(jobs, scheduler, len(todo)) as client:
         client.subscribe_topic(TOPIC, progress.event)
         futures = {}

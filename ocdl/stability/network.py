@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from ocdl import data as data_mod, rundir
-from ocdl.errors import OcdlError
 from ocdl.problem import Problem
 
 FD_STEP = 1e-5

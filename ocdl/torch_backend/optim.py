@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import torch
 
 from ocdl import regulariser, simplex
