@@ -205,3 +205,20 @@ def test_lbfgs_converges_instead_of_freezing():
     assert m["gradient_norm"] <= 1e-3
     steps = m["history"]["step"][1:]
     assert sum(s == 0.0 for s in steps) <= 5  # no run of rejected steps
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["bench", "solve", "--scaling", "m", "--values", "abc"], "--values: expected comma-separated integers"),
+    (["bench", "solve", "--scaling", "N", "--values", "5"], "need at least two integers"),
+    (["bench", "solve", "--repeats", "0"], "argument --repeats: expected an integer ≥ 1"),
+    (["bench", "gradient", "--repeats", "0"], "argument --repeats: expected an integer ≥ 1"),
+    (["bench", "gradient", "--train-iterations", "-1"], "argument --train-iterations: expected an integer ≥ 0"),
+])
+def test_bench_bad_options_one_line(capsys, args, msg):
+    try:
+        rc = main(args)
+    except SystemExit as e:  # argparse type errors
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err
+    assert err.count("\n") == 1 and err.startswith("ocdl: error:")
