@@ -58,7 +58,7 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
         if "W" in grads:
             grads["W"] = yN @ g
             grads["mu"] = g.sum()
-        # ∂E/∂K, ∂E/∂β are accumulated in place, one fused multiply-add per stage (ocdl.fields)
+        # ∂E/∂K, ∂E/∂β accumulate in place (ocdl.fields): per stage, or one product per layer for per-layer controls
         gK, gb = grads["K"], grads["beta"]
         gh = [params["h"].new_zeros(())] * N
         u = net.controls(params)
