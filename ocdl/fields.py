@@ -12,8 +12,8 @@ Both fields write them through one cotangent D ∈ R^{d×m} of the pre-activatio
     MonotoneField  f = −Kᵀσ(K y + β):   D = −σ'(Z) ⊙ (K M);     JᵀM = Kᵀ D;  ∂K = D Yᵀ − S Mᵀ;   ∂β = D 1
 
 so that a Runge–Kutta layer with one (K, β) for all stages (per-layer controls) needs Kᵀ only
-once, Jᵀ-summed over the stages: Σ_i w_i J_iᵀ M_i = Kᵀ Σ_i w_i D_i (``vjp_params_layer``, one
-product for the parameters of all stages). ``vjp_state`` returns (Jᵀ M, D); ``vjp_params_add``
+once, Jᵀ-summed over the stages: Σ_i w_i J_iᵀ M_i = Kᵀ Σ_i w_i D_i, and ∂β likewise from
+Σ_i w_i D_i (``vjp_params_layer``). ``vjp_state`` returns (Jᵀ M, D); ``vjp_params_add``
 adds w (∂_u f(Y))ᵀ M of one stage to gradient accumulators in place.
 
 Works for NumPy arrays and torch tensors alike (``xp`` from :mod:`ocdl.xp`).
@@ -53,21 +53,20 @@ class _Field:
         return JtM, dK, dbeta
 
     def vjp_params_add(self, dK, dbeta, Y, S, M, D, w):
-        """dK += w ∂K,  dβ += w D 1  (in place) for one stage."""
+        """dK += w ∂K,  dβ += w D 1  (in place) for one stage (dβ skipped if None)."""
         self.xp.addmm_(dK, D, Y.T, w)
-        self.xp.add_rowsum_(dbeta, D, w)
+        if dbeta is not None:
+            self.xp.add_rowsum_(dbeta, D, w)
 
     def vjp_params_layer(self, dK, dbeta, Ys, Ss, Ms, Ds, w, h):
-        """The stages of one layer with shared (K, β): dK += h Σ_i w_i ∂K_i, dβ += h Σ_i w_i D_i 1
-        (in place, one product over the stacked d × (s·m) blocks); returns Σ_i w_i D_i.
-        ``w``: the stage weights as an array of shape (1, s, 1)."""
-        d = dK.shape[0]
-        Dw = self.xp.stack(Ds, 1)
-        Dw *= w
-        self.xp.addmm_(dK, Dw.reshape(d, -1), self.xp.stack(Ys, 1).reshape(d, -1).T, h)
-        Gw = Dw.sum(1)
-        self.xp.add_rowsum_(dbeta, Gw, h)
-        return Gw
+        """The stages of one layer with shared (K, β): dK += h Σ_i w_i ∂K_i, dβ += h (Σ_i w_i D_i) 1
+        (in place); returns Σ_i w_i D_i. ``w``: the stage weights (floats)."""
+        Dw = None
+        for Y, S, M, D, wi in zip(Ys, Ss, Ms, Ds, w):
+            self.vjp_params_add(dK, None, Y, S, M, D, h * wi)
+            Dw = D * wi if Dw is None else self.xp.axpy(Dw, wi, D)
+        self.xp.add_rowsum_(dbeta, Dw, h)
+        return Dw
 
 
 class SigmaField(_Field):
@@ -97,14 +96,6 @@ class MonotoneField(_Field):
         """dK += w (D Yᵀ − S Mᵀ),  dβ += w D 1  (in place)."""
         super().vjp_params_add(dK, dbeta, Y, S, M, D, w)
         self.xp.addmm_(dK, S, M.T, -w)
-
-    def vjp_params_layer(self, dK, dbeta, Ys, Ss, Ms, Ds, w, h):
-        """As for σ(Ky + β), plus dK −= h Σ_i w_i S_i M_iᵀ."""
-        d = dK.shape[0]
-        Sw = self.xp.stack(Ss, 1)
-        Sw *= w
-        self.xp.addmm_(dK, Sw.reshape(d, -1), self.xp.stack(Ms, 1).reshape(d, -1).T, -h)
-        return super().vjp_params_layer(dK, dbeta, Ys, Ss, Ms, Ds, w, h)
 
 
 def make(family: str, act: Activation, xp):

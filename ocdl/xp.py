@@ -2,7 +2,7 @@
 
 Only the primitives the activations and losses need: tanh, exp, log1p, abs, sin, cos,
 relu = max(x, 0), step = [x > 0] (as a float), clip, affine(K, Y, β) = K Y + β 1ᵀ, stack, asarray,
-zeros_like, and the in-place accumulations addmm_(C, A, B, w): C += w A B and
+zeros_like, axpy(y, a, x) = y + a x, and the in-place accumulations addmm_(C, A, B, w): C += w A B and
 add_rowsum_(c, A, w): c += w A 1 (the vector–Jacobian products of :mod:`ocdl.fields`).
 """
 
@@ -49,6 +49,10 @@ class _Numpy:
     zeros_like = staticmethod(np.zeros_like)
 
     @staticmethod
+    def axpy(y, a, x):
+        return y + a * x
+
+    @staticmethod
     def addmm_(C, A, B, w):
         C += w * (A @ B)
 
@@ -82,6 +86,10 @@ class _Torch:
 
     def zeros_like(self, x):
         return self.t.zeros_like(x)
+
+    def axpy(self, y, a, x):
+        """y + a x (one fused op)."""
+        return self.t.add(y, x, alpha=a)
 
     @staticmethod
     def addmm_(C, A, B, w):

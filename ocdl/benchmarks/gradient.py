@@ -86,8 +86,8 @@ def measure(problem, repeats=31, device="cpu"):
     cuda = net.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    def fwd():
-        with torch.no_grad():
+    def fwd():  # as the optimisers' line search evaluates E
+        with torch.inference_mode():
             net.objective(prm, Y0, c)
 
     with torch.no_grad():

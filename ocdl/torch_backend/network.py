@@ -57,6 +57,8 @@ class TorchNetwork:
         # Coefficients as Python floats; zero entries are skipped in the sweeps.
         self.a = [[float(x) for x in row] for row in tab.A]
         self.b = [float(x) for x in tab.b]
+        # per stage i, the (l, a_il) with a_il ≠ 0 (l < i): the terms of Y_i
+        self.a_nz = [[(l, self.a[i][l]) for l in range(i) if self.a[i][l] != 0.0] for i in range(tab.s)]
         At = tab.partner_A
         # Partner coefficients for the backward sweep: P_i = p^[j+1] + h Σ_l (b_l − ã_il) J_lᵀ P_l.
         self.partner_coef = None if At is None else [[float(tab.b[l] - At[i, l]) for l in range(self.s)] for i in range(self.s)]
@@ -100,12 +102,12 @@ class TorchNetwork:
         """Stage values of one layer with controls u[i] (explicit tableau): lists Y_i, F_i, Z_i,
         S_i = σ(Z_i)."""
         Ys, Fs, Zs, Ss = [], [], [], []
-        for i in range(self.s):
+        field = self.field
+        for ui, terms in zip(u, self.a_nz):
             Yi = y
-            for l in range(i):
-                if self.a[i][l] != 0.0:
-                    Yi = _axpy(Yi, h * self.a[i][l], Fs[l])
-            Fi, Zi, Si = self.field(Yi, *u[i])
+            for l, a in terms:
+                Yi = _axpy(Yi, h * a, Fs[l])
+            Fi, Zi, Si = field(Yi, *ui)
             Ys.append(Yi)
             Fs.append(Fi)
             Zs.append(Zi)
@@ -116,7 +118,10 @@ class TorchNetwork:
         """y^[j+1] from y^[j] with controls u = u[j] and step h = h_j."""
         if self.problem.family == "net":
             return self.field(y, *u[0])[0]
-        _, Fs, _, _ = self.stages(u, y, h)
+        return self.update(y, h, self.stages(u, y, h)[1])
+
+    def update(self, y, h, Fs) -> torch.Tensor:
+        """y + h Σ_i b_i F_i."""
         for i in range(self.s):
             if self.b[i] != 0.0:
                 y = _axpy(y, h * self.b[i], Fs[i])
@@ -131,6 +136,20 @@ class TorchNetwork:
             if keep_states:
                 states.append(y)
         return (y, states) if keep_states else y
+
+    def sweep(self, params, Y0: torch.Tensor):
+        """The layer states y^[0], …, y^[N] and the stage values (Y_i, F_i, Z_i, S_i) of the last
+        layer (None for family 'net'): what the adjoint sweep needs from the forward sweep."""
+        states, last = [Y0], None
+        u, hs = self.controls(params), self.steps(params)
+        for j, (uj, h) in enumerate(zip(u, hs)):
+            y = states[-1]
+            if self.problem.family == "net" or j < len(u) - 1:
+                states.append(self.step(uj, y, h))
+            else:
+                last = self.stages(uj, y, h)
+                states.append(self.update(y, h, last[1]))
+        return states, last
 
     # ------------------------------------------------------------------ objective
     def logits(self, params, yN):

@@ -71,7 +71,7 @@ class Objective:
         """E(θ); the layer states are kept so that a following ``value_grad(θ)`` reuses them."""
         self.evals += 1
         params = self.unflat(theta)
-        with torch.no_grad():
+        with torch.inference_mode():
             yN, states = self.net.forward(params, self.Y0, keep_states=True)
             E = float(self.net.data_loss(params, yN, self.c) + regulariser.value(self.net.problem, params))
         self._last = (theta, states)
