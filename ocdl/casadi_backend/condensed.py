@@ -28,6 +28,10 @@ from threadpoolctl import threadpool_limits
 
 from ocdl.casadi_backend.derivatives import layer_symbols, loss_symbols
 from ocdl.casadi_backend.network import compiled
+from ocdl.errors import OcdlError
+
+
+MAX_TANGENT_BYTES = 8 * 2**30  # the tangents Ṡ^[0..N] of one Hessian evaluation
 
 
 class _InPlace:
@@ -87,7 +91,14 @@ class ReducedHessian:
         self.HR = np.array(ca.evalf(ca.substitute(
             ca.hessian(net.regulariser_function(nlp.base)(th), th)[0], th, ca.DM.zeros(L.size))))
         # Ṡ^[j] (m × d × j·n_w), allocated once: the sweep runs at every IPOPT iteration
-        self.tangents = [np.zeros((m, d, j * self.nw)) for j in range(nlp.problem.N + 1)]
+        N = nlp.problem.N
+        need = 8 * m * d * self.nw * N * (N + 1) // 2
+        if need > MAX_TANGENT_BYTES:
+            raise OcdlError(
+                f"the reduced Hessian needs {need / 2**30:.1f} GiB for its tangents (m·d·n_w·N(N+1)/2 numbers, "
+                f"m = {m}, N = {N}), more than {MAX_TANGENT_BYTES / 2**30:.0f} GiB; use --formulation full "
+                "or --hessian lbfgs")
+        self.tangents = [np.zeros((m, d, j * self.nw)) for j in range(N + 1)]
         self.order = np.concatenate([self.w_index(j) for j in range(nlp.problem.N)] + [self.cidx])
         assert np.array_equal(np.sort(self.order), np.arange(L.size)), "θ is not covered by the layers and classifier"
         self._callback = None

@@ -107,7 +107,10 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
     x0 = nlp.initial_guess(params0)
     nlp_opts = None
     if structured:
-        nlp_opts = structured_derivatives(nlp) if full else {"hess_lag": ReducedHessian(nlp).callback()}
+        if full:
+            nlp_opts = structured_derivatives(nlp)
+        elif opts["hessian"] == "exact":
+            nlp_opts = {"hess_lag": ReducedHessian(nlp).callback()}
     build_nlp = time.perf_counter() - t_start
     if not quiet:
         log(f"casadi: {opts['formulation']} NLP, {nlp.x.shape[0]} variables, {nlp.g.shape[0]} constraints, "
