@@ -42,7 +42,8 @@ def register(bsub):
     p.add_argument("--max-iter", type=int_at_least(0), default=3000)
     p.add_argument("--repeats", type=int_at_least(1), default=1, help="runs per configuration (medians are reported)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch L-BFGS comparison")
-    p.add_argument("--torch-iterations", type=int_at_least(1), default=20000)
+    p.add_argument("--torch-iterations", type=int_at_least(1), default=5000,
+                   help="L-BFGS iteration budget of the PyTorch comparison (default 5000)")
     p.add_argument("--scaling", choices=("m", "N"),
                    help="instead: solve time and time per iteration against m or N (first tableau, each formulation)")
     p.add_argument("--values", help="comma-separated m or N values (default 250..4000 or 5..80)")
