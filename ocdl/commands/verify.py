@@ -20,16 +20,6 @@ def _tableau_args(p, default="rk4"):
     g.add_argument("--tableau-file", default=None, help="a user tableau, TOML or JSON with A, b (and c, name)")
 
 
-def _positive_int(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise OcdlError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise OcdlError(f"expected a positive integer, got {s!r}")
-    return v
-
-
 def register(sub):
     p = sub.add_parser("verify", help="DTO vs OTD gradients, the bilinear invariant, convergence orders")
     vsub = p.add_subparsers(dest="check", metavar="CHECK")
