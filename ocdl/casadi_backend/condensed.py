@@ -127,7 +127,7 @@ class ReducedHessian:
             y = self.step.res[0].reshape(m, d).copy()
             A, B = self.step.matrices(1, d, d), self.step.matrices(2, d, nw)
             S_next = self.tangents[j + 1]  # Ṡ^[j+1] = A_j Ṡ^[j] + B_j E_j
-            S_next[:, :, :j * nw] = A @ S
+            np.matmul(A, S, out=S_next[:, :, :j * nw])
             S_next[:, :, j * nw:] = B
             S = S_next
             states.append(y)
@@ -138,10 +138,10 @@ class ReducedHessian:
         self.loss_derivs(states[N], W, mu, nlp.c)
         p = self.loss_derivs.res[0].reshape(m, d).copy()  # p^[N] = ∂ℓ/∂y^[N] (scaled like the objective)
         Lz = self.loss_derivs.matrices(1, self.nz, self.nz)
+        # Only the block lower triangle is formed (rows w_j: columns w_0 … w_j; rows c: every
+        # column), so Ṗ^[j+1] is needed for the columns w_0 … w_j only, and shrinks with j.
         H = np.zeros((nth, nth))  # in the layer order
-        P = np.empty((m, d, nth))  # Ṗ^[N] = L_yy Ṡ^[N] + L_yc E_c
-        P[:, :, :N * nw] = Lz[:, :d, :d] @ S
-        P[:, :, N * nw:] = Lz[:, :d, d:]
+        P = Lz[:, :d, :d] @ S  # Ṗ^[N] = L_yy Ṡ^[N] (the columns of w)
         if nc:
             H[N * nw:, :N * nw] = np.einsum("nkb,nbt->kt", Lz[:, d:, :d], S)
             H[N * nw:, N * nw:] = Lz[:, d:, d:].sum(0)
@@ -151,16 +151,19 @@ class ReducedHessian:
             self.hess(states[j], self._w(theta, j), self._h(theta, j), p)
             Q = self.hess.res[0].reshape(m, d + nw, d + nw)  # symmetric: CasADi's column-major order is a view
             r = slice(j * nw, (j + 1) * nw)
-            H[r, :] += B.transpose(2, 0, 1).reshape(nw, m * d) @ P.reshape(m * d, nth)
+            H[r, :(j + 1) * nw] += B.transpose(2, 0, 1).reshape(nw, m * d) @ P.reshape(m * d, (j + 1) * nw)
             H[r, :j * nw] += Q[:, d:, :d].transpose(1, 0, 2).reshape(nw, m * d) @ S.reshape(m * d, j * nw)
             H[r, r] += Q[:, d:, d:].sum(0)
-            if j > 0:
-                P = A.transpose(0, 2, 1) @ P
-                P[:, :, :j * nw] += Q[:, :d, :d] @ S
-                P[:, :, r] += Q[:, :d, d:]
+            if j > 0:  # Ṗ^[j] = A_jᵀ Ṗ^[j+1] + Q_yy Ṡ^[j] (+ Q_yw E_j, in a column no longer needed)
+                P = A.transpose(0, 2, 1) @ P[:, :, :j * nw]
+                P += Q[:, :d, :d] @ S
                 p = (A.transpose(0, 2, 1) @ p[:, :, None])[:, :, 0]
+        H += H.T  # the diagonal blocks are now doubled (and symmetrised)
+        for k in range(N):
+            H[k * nw:(k + 1) * nw, k * nw:(k + 1) * nw] *= 0.5
+        H[N * nw:, N * nw:] *= 0.5
         out = self.HR.copy()
-        out[np.ix_(self.order, self.order)] += 0.5 * (H + H.T)
+        out[np.ix_(self.order, self.order)] += H
         return out
 
     def callback(self) -> ca.Function:
