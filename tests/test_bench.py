@@ -17,3 +17,49 @@ def test_bench_gradient_reports(capsys):
     assert g["adjoint_states_bytes"] == 4 * 2 * 50 * 8
     assert [r["N"] for r in out["memory_scaling"]] == [3, 6, 12]
     assert out["training"]["iterations"] == 3
+
+
+def _scaling_args(protocol):
+    import argparse
+
+    return argparse.Namespace(n=1000, layers=15, h=0.1, controls="per-layer", data="spiral", tol=1e-10,
+                              max_iter=100, tableaux="euler,rk4", protocol=protocol)
+
+
+def test_scaling_refine_protocol_discretises_one_continuous_problem():
+    import numpy as np
+
+    from ocdl.benchmarks.solve import constant_in_time, problem, scaling_problem
+    from ocdl.problem import init_params
+
+    args = _scaling_args("refine")
+    ref = problem(1000, 15, 0.1, "euler", max_iter=100)
+    # at (m0, N0) it is the benchmark problem
+    at_ref, _ = scaling_problem(args, "N", 15, "full", 0)
+    assert at_ref == ref
+    assert scaling_problem(args, "m", 1000, "full", 0)[0] == ref
+    # in N: T = N h fixed, K and β weights ∝ 1/N (a Riemann sum of ∫‖u‖²), others and smoothness fixed
+    p60, const = scaling_problem(args, "N", 60, "reduced", 2)
+    assert const and p60.N == 60 and abs(p60.N * p60.h - 1.5) < 1e-14 and p60.init.seed == 2
+    tik, tik0 = p60.tikhonov(), ref.tikhonov()
+    assert tik["K"] == tik["beta"] == tik0["K"] / 4 and tik["W"] == tik0["W"] and tik["h"] == tik0["h"]
+    assert p60.objective.smooth == ref.objective.smooth
+    # in m: every weight ∝ m (the loss is a sum over samples)
+    p4k, const = scaling_problem(args, "m", 4000, "reduced", 0)
+    assert not const and p4k.data.n == 4000 and p4k.N == 15 and p4k.h == 0.1
+    assert all(v == 4 * tik0[k] for k, v in p4k.tikhonov().items()) and p4k.objective.smooth == 4e-3
+    # the constant-in-time start: layer 0's controls in every layer, the classifier untouched
+    p0 = init_params(p60, 2)
+    c = constant_in_time(p0)
+    assert np.array_equal(c["K"], np.repeat(p0["K"][:1], 60, axis=0)) and np.array_equal(c["W"], p0["W"])
+    assert np.array_equal(c["beta"], np.repeat(p0["beta"][:1], 60, axis=0))
+
+
+def test_scaling_literal_protocol_keeps_the_benchmark_settings():
+    from ocdl.benchmarks.solve import problem, scaling_problem
+
+    args = _scaling_args("literal")
+    p, const = scaling_problem(args, "N", 80, "reduced", 0)
+    assert not const and p == problem(1000, 80, 0.1, "euler", formulation="reduced", max_iter=100)
+    p, const = scaling_problem(args, "m", 250, "reduced", 0)
+    assert not const and p == problem(250, 15, 0.1, "euler", formulation="reduced", max_iter=100)

@@ -7,8 +7,24 @@ smoothness 1e-3, per-layer controls, the seeded default initialisation; tableaux
 Per configuration: build time (NLP and solver construction), solve time, wall and process CPU
 time, IPOPT iterations, time per iteration, final KKT residual (‖∇_x L‖_∞, unscaled), objective
 and the reduced gradient norm ‖∇E‖ at the result. Times are medians over ``--repeats`` runs.
-The scaling fit is the least-squares slope of log(time per iteration) against log(m) or log(N);
-iteration counts are reported beside it (they depend on the instance). Figures, not pass/fail.
+The scaling fits are the least-squares slopes of log(solve time) and log(time per iteration)
+against log(m) or log(N); iteration counts are reported beside them. Figures, not pass/fail.
+
+Scaling protocols (``--protocol``):
+
+* ``refine`` (default): every m or N discretises the *same* continuous problem, so that the fit
+  measures the cost of resolution and not a change of problem. In N: final time T = N₀h fixed,
+  h = T/N; the Tikhonov weights of K and β scaled by N₀/N (Σ_j ‖u_j‖² is a Riemann sum of
+  ∫‖u‖² dt / h, the smoothness term already divides by h); the initial controls constant in time
+  (layer 0 of the seeded initialisation, for every layer), the same initial guess at every N.
+  In m: the loss is a sum over the m samples, so every regulariser weight is scaled by m/m₀
+  (the minimiser is that of the mean loss; the initialisation does not depend on m).
+  At (m₀, N₀) = (--n, --layers) this is the benchmark problem (for N: from the constant start).
+* ``literal``: h, the weights and the per-layer random initialisation held as in the benchmark
+  problem: a deeper network (T = N h) for larger N, a relatively weaker regulariser for larger m.
+
+``--seeds k`` solves every configuration from k initialisation seeds and reports medians (the
+iteration count of a non-convex solve depends on the start; one seed makes the fit noisy).
 """
 
 from __future__ import annotations
@@ -23,7 +39,7 @@ import numpy as np
 from ocdl import data as data_mod
 from ocdl.commands._args import int_at_least
 from ocdl.errors import OcdlError
-from ocdl.problem import DataSpec, NetworkSpec, ObjectiveSpec, Problem, SolverSpec, init_params
+from ocdl.problem import DataSpec, InitSpec, NetworkSpec, ObjectiveSpec, Problem, SolverSpec, init_params
 
 ALL = {k: 1e-3 for k in ("K", "beta", "W", "mu", "h")}
 
@@ -47,18 +63,50 @@ def register(bsub):
     p.add_argument("--scaling", choices=("m", "N"),
                    help="instead: solve time and time per iteration against m or N (first tableau, each formulation)")
     p.add_argument("--values", help="comma-separated m or N values (default 250..4000 or 5..80)")
+    p.add_argument("--protocol", choices=("refine", "literal"), default="refine",
+                   help="scaling: the same continuous problem at every m or N (refine, default) or the "
+                        "benchmark's h and weights held fixed (literal); see the module docstring")
+    p.add_argument("--seeds", type=int_at_least(1), default=1,
+                   help="scaling: initialisation seeds per configuration (medians are reported)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
 
-def problem(m, N, h, tableau, controls="per-layer", data="spiral", formulation="full", tol=1e-10, max_iter=3000):
+def problem(m, N, h, tableau, controls="per-layer", data="spiral", formulation="full", tol=1e-10, max_iter=3000,
+            weight_data=1.0, weight_layers=1.0, seed=0):
+    """The benchmark problem; every regulariser weight × ``weight_data``, those of K and β also ×
+    ``weight_layers`` (the refinement protocol), initialisation seed ``seed``."""
+    tik = {k: v * weight_data * (weight_layers if k in ("K", "beta") else 1.0) for k, v in ALL.items()}
     return Problem(
         data=DataSpec(name=data, n=m),
         network=NetworkSpec(family="rk", tableau=tableau, layers=N, h=h, controls=controls),
-        objective=ObjectiveSpec(tikhonov=dict(ALL), smooth=1e-3),
+        objective=ObjectiveSpec(tikhonov=tik, smooth=1e-3 * weight_data),
+        init=InitSpec(seed=seed),
         solver=SolverSpec(backend="casadi", name="ipopt", iterations=max_iter,
                           options={"tol": tol, "formulation": formulation}),
     )
+
+
+def scaling_problem(args, variable, v, formulation, seed):
+    """(problem, constant_init) at m = v or N = v under ``args.protocol`` (module docstring)."""
+    m0, N0 = args.n, args.layers
+    m, N = (v, N0) if variable == "m" else (m0, v)
+    common = dict(controls=args.controls, data=args.data, formulation=formulation, tol=args.tol,
+                  max_iter=args.max_iter, seed=seed)
+    tab = args.tableaux.split(",")[0]
+    if args.protocol == "literal":
+        return problem(m, N, args.h, tab, **common), False
+    if variable == "m":
+        return problem(m, N, args.h, tab, weight_data=m / m0, **common), False
+    return problem(m, N, args.h * (N0 / N), tab, weight_layers=N0 / N, **common), True
+
+
+def constant_in_time(params):
+    """Initial controls constant in time: layer 0's (K, β) in every layer."""
+    out = dict(params)
+    out["K"] = np.broadcast_to(params["K"][:1], params["K"].shape).copy()
+    out["beta"] = np.broadcast_to(params["beta"][:1], params["beta"].shape).copy()
+    return out
 
 
 def _gradient_norm(prob, params, train) -> float:
@@ -68,12 +116,14 @@ def _gradient_norm(prob, params, train) -> float:
     return math.sqrt(sum(float((v * v).sum()) for v in g.values()))
 
 
-def run_casadi(prob):
+def run_casadi(prob, constant_init=False):
     """One IPOPT solve: a dict of figures."""
     from ocdl.casadi_backend import solve
 
     train, test = data_mod.make(prob.data)
     p0 = init_params(prob, prob.width(train.dim))
+    if constant_init:
+        p0 = constant_in_time(p0)
     c0, t0 = time.process_time(), time.perf_counter()
     res = solve(prob, train, test, p0, log=None, quiet=True)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -106,11 +156,21 @@ def run_torch(prob, gtol, iterations):
     }
 
 
-def _median(rows):
+def _median(rows, keys=("build_s", "solve_s", "wall_s", "cpu_s", "s_per_iter")):
     out = dict(rows[0])
-    for k in ("build_s", "solve_s", "wall_s", "cpu_s", "s_per_iter"):
+    for k in keys:
         out[k] = statistics.median(r[k] for r in rows)
     out["repeats"] = len(rows)
+    return out
+
+
+def _over_seeds(rows):
+    """Medians over initialisation seeds (time and iterations; worst KKT; the statuses)."""
+    out = _median(rows, ("build_s", "solve_s", "wall_s", "cpu_s", "s_per_iter", "iterations"))
+    out["iterations_per_seed"] = [r["iterations"] for r in rows]
+    out["kkt"] = max(r["kkt"] for r in rows)
+    out["status"] = ",".join(sorted({r["status"] for r in rows}))
+    out["seeds"] = len(rows)
     return out
 
 
@@ -139,21 +199,25 @@ def run(args) -> int:
         for form in (args.formulations or "reduced").split(","):
             frows = []
             for v in vals:
-                m, N = (v, args.layers) if args.scaling == "m" else (args.n, v)
-                prob = problem(m, N, args.h, tab, args.controls, args.data, form, args.tol, args.max_iter)
-                frows.append(_median([run_casadi(prob) for _ in range(args.repeats)]))
+                per_seed = []
+                for seed in range(args.seeds):
+                    prob, const = scaling_problem(args, args.scaling, v, form, seed)
+                    per_seed.append(_median([run_casadi(prob, const) for _ in range(args.repeats)]))
+                frows.append(_over_seeds(per_seed))
                 if not args.json:
                     _print_row(frows[-1], header=not rows and len(frows) == 1)
             rows += frows
             x = [r[args.scaling] for r in frows]
             fit = {"variable": args.scaling, "formulation": form, "tableau": tab, "values": x,
+                   "protocol": args.protocol, "seeds": args.seeds,
                    "exponent_s_per_iter": _fit(x, [r["s_per_iter"] for r in frows]),
                    "exponent_solve_s": _fit(x, [r["solve_s"] for r in frows]),
                    "iterations": [r["iterations"] for r in frows]}
             fits.append(fit)
             if not args.json:
-                print(f"{form}: time per iteration ∝ {args.scaling}^{fit['exponent_s_per_iter']:.2f}; "
-                      f"solve time ∝ {args.scaling}^{fit['exponent_solve_s']:.2f}; iterations {fit['iterations']}")
+                print(f"{form} ({args.protocol}, {args.seeds} seed(s)): time per iteration ∝ "
+                      f"{args.scaling}^{fit['exponent_s_per_iter']:.2f}; solve time ∝ "
+                      f"{args.scaling}^{fit['exponent_solve_s']:.2f}; iterations {fit['iterations']}")
         if args.json:
             print(json.dumps({"rows": rows, "fits": fits}))
         return 0
