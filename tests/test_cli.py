@@ -211,6 +211,8 @@ def test_lbfgs_converges_instead_of_freezing():
     (["bench", "solve", "--scaling", "m", "--values", "abc"], "--values: expected comma-separated integers"),
     (["bench", "solve", "--scaling", "N", "--values", "5"], "need at least two integers"),
     (["bench", "solve", "--repeats", "0"], "argument --repeats: expected an integer ≥ 1"),
+    (["bench", "solve", "--scaling", "N", "--seeds", "0"], "argument --seeds: expected an integer ≥ 1"),
+    (["bench", "solve", "--scaling", "N", "--protocol", "fixed"], "argument --protocol: invalid choice"),
     (["bench", "gradient", "--repeats", "0"], "argument --repeats: expected an integer ≥ 1"),
     (["bench", "gradient", "--train-iterations", "-1"], "argument --train-iterations: expected an integer ≥ 0"),
 ])
