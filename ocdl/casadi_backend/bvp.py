@@ -13,7 +13,9 @@ the forward step, the equations are (all samples, explicit tableaux):
 
 (:meth:`.discretisation.RKScheme.costate`; the unscaled form where some b_i = 0; family 'net' uses
 the discrete map's transpose Jacobian). Newton's method with a backtracking line search on
-½‖G‖²; the sparse Jacobian comes from CasADi AD, the linear systems from SuperLU.
+½‖G‖²; the sparse Jacobian comes from CasADi AD by blocks (θ | states and costates, sweeps |
+stationarity: linear in m, where the Jacobian of the whole residual at once needs one directional
+derivative per unknown), the linear systems from SuperLU.
 The simplex variant assumes every h_j > 0 (inactive bounds).
 """
 
@@ -90,8 +92,20 @@ class HamiltonianBVP:
         self.n_state = N * d * m
         self.n_stat = L.size
         self.G_fn = ca.Function("G", [self.z], [self.G])
-        self.J_fn = ca.Function("J", [self.z], [ca.jacobian(self.G, self.z)])
+        self.J_fn = ca.Function("J", [self.z], [self._jacobian(theta, parts[1:], eqs)])
         self.E_fn = nlp.functions()["f"]
+
+    def _jacobian(self, theta, x_parts, eqs):
+        """∂G/∂z by blocks. The controls θ enter every equation and the stationarity rows depend
+        on every state and costate, so no colouring of the whole Jacobian separates them (one
+        directional derivative per unknown: O(m²) work). By blocks, [[∂G_sweep/∂θ, ∂G_sweep/∂x],
+        [∂G_stat/∂θ, ∂G_stat/∂x]] with x = (Y, p[, ν]), each block has a cheap colouring: n_θ
+        forward directions, per-sample bands, and n_θ (+1) reverse directions — O(m) work."""
+        x = ca.vertcat(*x_parts)
+        n_sweep = 2 * self.n_state
+        G_sweep, G_rest = ca.vertcat(*eqs)[:n_sweep], ca.vertcat(*eqs)[n_sweep:]
+        return ca.blockcat([[ca.jacobian(G_sweep, theta), ca.jacobian(G_sweep, x)],
+                            [ca.jacobian(G_rest, theta), ca.jacobian(G_rest, x)]])
 
     # ------------------------------------------------------------------ numbers
     def start(self, params) -> np.ndarray:
