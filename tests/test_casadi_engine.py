@@ -193,6 +193,10 @@ def test_bvp_block_jacobian_equals_the_whole_graph_jacobian(case):
     J1, J0 = _to_scipy(bvp.J_fn(z)), _to_scipy(whole(z))
     assert J1.shape == J0.shape and J1.nnz == J0.nnz
     assert abs(J1 - J0).max() <= 1e-14 * max(1.0, abs(J0).max())
+    # the Newton direction (sample-major sparse LU) solves J dz = −G
+    G = bvp.residual(z)
+    dz = bvp.newton_direction(z, G)
+    assert np.abs(J0 @ dz + G).max() <= 1e-10 * max(1.0, np.abs(G).max())
 
 
 # ---------------------------------------------------------------------------- failures, options

@@ -15,7 +15,7 @@ the forward step, the equations are (all samples, explicit tableaux):
 the discrete map's transpose Jacobian). Newton's method with a backtracking line search on
 ½‖G‖²; the sparse Jacobian comes from CasADi AD by blocks (θ | states and costates, sweeps |
 stationarity: linear in m, where the Jacobian of the whole residual at once needs one directional
-derivative per unknown), the linear systems from SuperLU.
+derivative per unknown), the linear systems from SuperLU in a sample-major order.
 The simplex variant assumes every h_j > 0 (inactive bounds).
 """
 
@@ -157,6 +157,29 @@ class HamiltonianBVP:
                 P[j] = np.array(Pj).T.reshape(m, s, d).transpose(1, 0, 2)
         return {"p": p, "P": P} if net.family != "net" else {"p": p}
 
+    def _sample_major(self):
+        """Row and column permutations that group each sample's states and costates (all
+        layers), the θ (and ν) columns and stationarity rows last: Jacobian blocks per sample
+        bordered by θ, which SuperLU factorises in this natural order with little fill."""
+        nth, d, m, N, n_state = self.nlp.layout.size, self.d, self.m, self.N, self.n_state
+        n = 2 * n_state + self.n_stat + (1 if self.simplex else 0)
+        per_sample = np.arange(N * d * m).reshape(N, m, d).transpose(1, 0, 2).reshape(m, N * d)
+        local = np.concatenate([per_sample, n_state + per_sample], axis=1).reshape(-1)
+        cols = np.concatenate([nth + local, np.arange(nth), np.arange(nth + 2 * n_state, n)])
+        rows = np.concatenate([local, np.arange(2 * n_state, n)])
+        return rows, cols
+
+    def newton_direction(self, z, G) -> np.ndarray:
+        """dz with J(z) dz = −G (sparse LU with partial pivoting in the sample-major order)."""
+        if not hasattr(self, "_perm"):
+            self._perm = self._sample_major()
+        rows, cols = self._perm
+        J = self.jacobian(z)[rows][:, cols].tocsc()
+        x = spla.splu(J, permc_spec="NATURAL").solve(-G[rows])
+        dz = np.empty_like(x)
+        dz[cols] = x
+        return dz
+
     def residual(self, z) -> np.ndarray:
         return np.array(self.G_fn(z)).reshape(-1)
 
@@ -208,7 +231,7 @@ def newton(bvp: HamiltonianBVP, z0, tol: float, max_iter: int, log, quiet):
             break
         try:
             with np.errstate(all="ignore"):
-                dz = spla.spsolve(bvp.jacobian(z), -G)
+                dz = bvp.newton_direction(z, G)
         except RuntimeError:
             status = "singular_jacobian"
             break
