@@ -1,4 +1,5 @@
-"""``ocdl bench solve``: the CasADi engine (IPOPT, full-space and reduced NLP) against the PyTorch
+"""``ocdl bench solve``: the CasADi engine (IPOPT, full-space and reduced NLP; Newton on the
+Hamiltonian BVP from a 1e-3 perturbation of the first formulation's solution) against the PyTorch
 engine (L-BFGS to the same gradient norm) on one training problem, and the scaling of IPOPT's
 time per iteration in the number of samples m or layers N.
 
@@ -58,6 +59,8 @@ def register(bsub):
     p.add_argument("--max-iter", type=int_at_least(0), default=3000)
     p.add_argument("--repeats", type=int_at_least(1), default=1, help="runs per configuration (medians are reported)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch L-BFGS comparison")
+    p.add_argument("--no-bvp", action="store_true",
+                   help="skip Newton on the Hamiltonian BVP from a 1e-3 perturbation of the first formulation's solution")
     p.add_argument("--torch-iterations", type=int_at_least(1), default=5000,
                    help="L-BFGS iteration budget of the PyTorch comparison (default 5000)")
     p.add_argument("--scaling", choices=("m", "N"),
@@ -109,15 +112,20 @@ def constant_in_time(params):
     return out
 
 
-def _gradient_norm(prob, params, train) -> float:
+def _objective_gradient_norm(prob, params, train) -> tuple[float, float]:
+    """(E, ‖∇E‖) of the reduced objective at ``params``."""
     from ocdl.casadi_backend import gradient
 
-    _, g = gradient(prob, params, train.X, train.c)
-    return math.sqrt(sum(float((v * v).sum()) for v in g.values()))
+    E, g = gradient(prob, params, train.X, train.c)
+    return float(E), math.sqrt(sum(float((v * v).sum()) for v in g.values()))
 
 
-def run_casadi(prob, constant_init=False):
-    """One IPOPT solve: a dict of figures."""
+def _gradient_norm(prob, params, train) -> float:
+    return _objective_gradient_norm(prob, params, train)[1]
+
+
+def run_casadi(prob, constant_init=False, keep=None):
+    """One IPOPT solve: a dict of figures (``keep``: a dict that receives the solution's params)."""
     from ocdl.casadi_backend import solve
 
     train, test = data_mod.make(prob.data)
@@ -127,6 +135,8 @@ def run_casadi(prob, constant_init=False):
     c0, t0 = time.process_time(), time.perf_counter()
     res = solve(prob, train, test, p0, log=None, quiet=True)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if keep is not None:
+        keep["params"] = res.params
     m = res.metrics
     it = max(int(m["iterations"]), 1)
     return {
@@ -135,6 +145,33 @@ def run_casadi(prob, constant_init=False):
         "build_s": m["build_time_s"], "solve_s": m["solve_time_s"], "wall_s": wall, "cpu_s": cpu,
         "s_per_iter": m["solve_time_s"] / it, "kkt": m["kkt_residual"], "objective": m["nlp_objective"],
         "grad_norm": _gradient_norm(prob, res.params, train),
+    }
+
+
+def run_bvp(prob, solution, perturbation=1e-3, seed=7):
+    """Newton on the Hamiltonian BVP from an IPOPT ``solution`` with every trained parameter
+    perturbed by ``perturbation``·N(0, 1); ``controls_diff`` is max |θ_bvp − θ_ipopt|."""
+    from ocdl.casadi_backend import solve
+
+    train, test = data_mod.make(prob.data)
+    rng = np.random.default_rng(seed)
+    start = {k: np.array(v, dtype=np.float64) for k, v in solution.items()}
+    for k in prob.trainable():
+        start[k] = start[k] + perturbation * rng.standard_normal(start[k].shape)
+    bp = prob.replace(solver=SolverSpec(backend="casadi", name="bvp", iterations=prob.solver.iterations,
+                                        options={"tol": prob.solver.options["tol"]}))
+    c0, t0 = time.process_time(), time.perf_counter()
+    res = solve(bp, train, test, start, log=None, quiet=True)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    m = res.metrics
+    E, gn = _objective_gradient_norm(prob, res.params, train)
+    return {
+        "engine": "casadi", "formulation": "bvp", "tableau": prob.network.tableau, "m": prob.data.n, "N": prob.N,
+        "status": m["solver_status"], "iterations": int(m["iterations"]), "build_s": m["build_time_s"],
+        "solve_s": m["solve_time_s"], "wall_s": wall, "cpu_s": cpu,
+        "s_per_iter": m["solve_time_s"] / max(int(m["iterations"]), 1), "kkt": m["kkt_residual"],
+        "objective": E, "grad_norm": gn, "perturbation": perturbation,
+        "controls_diff": max(float(np.max(np.abs(res.params[k] - solution[k]))) for k in prob.trainable()),
     }
 
 
@@ -222,13 +259,19 @@ def run(args) -> int:
             print(json.dumps({"rows": rows, "fits": fits}))
         return 0
     for tab in args.tableaux.split(","):
-        first = None
+        first, solution = None, {}
         for form in (args.formulations or "full,reduced").split(","):
             prob = problem(args.n, args.layers, args.h, tab, args.controls, args.data, form, args.tol, args.max_iter)
-            rows.append(_median([run_casadi(prob) for _ in range(args.repeats)]))
-            first = first or rows[-1]
+            rows.append(_median([run_casadi(prob, keep=solution) for _ in range(args.repeats)]))
+            if first is None:
+                first, first_solution = rows[-1], dict(solution)
             if not args.json:
                 _print_row(rows[-1], header=len(rows) == 1)
+        if not args.no_bvp:
+            prob = problem(args.n, args.layers, args.h, tab, args.controls, args.data, "full", args.tol, args.max_iter)
+            rows.append(_median([run_bvp(prob, first_solution["params"]) for _ in range(args.repeats)]))
+            if not args.json:
+                _print_row(rows[-1], header=False)
         if not args.no_torch:
             gtol = max(first["grad_norm"], 1e-12)
             prob = problem(args.n, args.layers, args.h, tab, args.controls, args.data)
