@@ -92,18 +92,18 @@ class HamiltonianBVP:
         self.n_state = N * d * m
         self.n_stat = L.size
         self.G_fn = ca.Function("G", [self.z], [self.G])
-        self.J_fn = ca.Function("J", [self.z], [self._jacobian(theta, parts[1:], eqs)])
+        self.J_fn = ca.Function("J", [self.z], [self._jacobian(theta, ca.vertcat(*parts[1:]))])
+        self._perm = self._sample_major()
         self.E_fn = nlp.functions()["f"]
 
-    def _jacobian(self, theta, x_parts, eqs):
+    def _jacobian(self, theta, x):
         """∂G/∂z by blocks. The controls θ enter every equation and the stationarity rows depend
         on every state and costate, so no colouring of the whole Jacobian separates them (one
         directional derivative per unknown: O(m²) work). By blocks, [[∂G_sweep/∂θ, ∂G_sweep/∂x],
         [∂G_stat/∂θ, ∂G_stat/∂x]] with x = (Y, p[, ν]), each block has a cheap colouring: n_θ
         forward directions, per-sample bands, and n_θ (+1) reverse directions — O(m) work."""
-        x = ca.vertcat(*x_parts)
         n_sweep = 2 * self.n_state
-        G_sweep, G_rest = ca.vertcat(*eqs)[:n_sweep], ca.vertcat(*eqs)[n_sweep:]
+        G_sweep, G_rest = self.G[:n_sweep], self.G[n_sweep:]
         return ca.blockcat([[ca.jacobian(G_sweep, theta), ca.jacobian(G_sweep, x)],
                             [ca.jacobian(G_rest, theta), ca.jacobian(G_rest, x)]])
 
@@ -162,7 +162,7 @@ class HamiltonianBVP:
         layers), the θ (and ν) columns and stationarity rows last: Jacobian blocks per sample
         bordered by θ, which SuperLU factorises in this natural order with little fill."""
         nth, d, m, N, n_state = self.nlp.layout.size, self.d, self.m, self.N, self.n_state
-        n = 2 * n_state + self.n_stat + (1 if self.simplex else 0)
+        n = self.z.shape[0]
         per_sample = np.arange(N * d * m).reshape(N, m, d).transpose(1, 0, 2).reshape(m, N * d)
         local = np.concatenate([per_sample, n_state + per_sample], axis=1).reshape(-1)
         cols = np.concatenate([nth + local, np.arange(nth), np.arange(nth + 2 * n_state, n)])
@@ -171,8 +171,6 @@ class HamiltonianBVP:
 
     def newton_direction(self, z, G) -> np.ndarray:
         """dz with J(z) dz = −G (sparse LU with partial pivoting in the sample-major order)."""
-        if not hasattr(self, "_perm"):
-            self._perm = self._sample_major()
         rows, cols = self._perm
         J = self.jacobian(z)[rows][:, cols].tocsc()
         x = spla.splu(J, permc_spec="NATURAL").solve(-G[rows])
