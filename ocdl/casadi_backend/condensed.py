@@ -1,23 +1,31 @@
-"""Exact Hessian of the reduced NLP by the second-order adjoint, batched over the samples.
+"""Exact Hessian of the reduced NLP by the second-order adjoint in Riccati form, batched over the samples.
 
 The reduced objective E(θ) = Σ_n ℓ(W·y_n^[N] + μ, c_n) [/m] + R(θ), y_n^[j+1] = Ψ_j(y_n^[j], w_j),
 where w_j ⊂ θ are layer j's parameters (controls, and h_j if learned). Per layer and sample
 
     A_j = ∂Ψ_j/∂y (d×d),  B_j = ∂Ψ_j/∂w (d×n_w),  Q_j = ∇²_{(y,w)} (p^[j+1]ᵀ Ψ_j)  ((d+n_w)²),
 
-with the costates p^[N] = ∂ℓ/∂y^[N], p^[j] = A_jᵀ p^[j+1]. For all directions of θ at once:
+with the costates p^[N] = ∂ℓ/∂y^[N], p^[j] = A_jᵀ p^[j+1]. The second-order adjoint of a direction
+with tangents Ṡ^[j] = ∂y^[j]/∂θ (Ṡ^[0] = 0, Ṡ^[j+1] = A_j Ṡ^[j] + B_j E_j) is
+Ṗ^[j] = A_jᵀ Ṗ^[j+1] + Q_yy Ṡ^[j] + Q_yw E_j, Ṗ^[N] = L_yy Ṡ^[N] + L_yc E_c, and the Hessian's rows
+are H_{w_j} = B_jᵀ Ṗ^[j+1] + Q_wy Ṡ^[j] + Q_ww E_j. For the columns of an earlier layer
+(w_i, i < j) the direction enters layer j through Ṡ^[j] alone, so Ṗ^[j] = M^[j] Ṡ^[j] with the
+per-sample d×d Riccati matrices
 
-    tangents        Ṡ^[0] = 0,   Ṡ^[j+1] = A_j Ṡ^[j] + B_j E_j              (Ṡ^[j] = ∂y^[j]/∂θ, d×n_θ)
-    terminal        Ṗ^[N] = L_yy Ṡ^[N] + L_yc E_c,   H_c += L_cy Ṡ^[N] + L_cc E_c
-    second-order    H_{w_j} += B_jᵀ Ṗ^[j+1] + Q_wy Ṡ^[j] + Q_ww E_j,
-    costates        Ṗ^[j] = A_jᵀ Ṗ^[j+1] + Q_yy Ṡ^[j] + Q_yw E_j,
+    M^[N] = L_yy,   M^[j] = A_jᵀ M^[j+1] A_j + Q_yy,
 
-where E_j, E_c select w_j and the trained classifier entries c ⊂ (W, μ) in θ, L is the per-sample
-Hessian of ℓ in (y^[N], c), and H += ∇²R. Each layer costs a few products of (m, d, ·) arrays and
-one (n_w × m·d)·(m·d × n_θ) product: O(m·N·n_θ·d·(d + n_w)) per Hessian, i.e. O(m N²), with
-nothing larger than n_θ × n_θ factorised — instead of the full-space KKT factorisation, whose
-fill grows with every sample's dense (N·n_w)² coupling to the shared controls.
-The per-sample blocks come from the same SX layer as the NLP (:mod:`.derivatives`).
+and the block lower triangle of H is
+
+    H_{w_j w_j} = Σ_n B_jᵀ M^[j+1] B_j + Q_ww,     H_{w_j w_i} = Σ_n V_j Ṡ^[j]  (i < j),
+    V_j = B_jᵀ M^[j+1] A_j + Q_wy,                 H_{c w} = Σ_n L_cy Ṡ^[N],   H_{cc} = Σ_n L_cc,
+
+(E_j, E_c select w_j and the trained classifier entries c ⊂ (W, μ); L is the per-sample Hessian of
+ℓ in (y^[N], c)), plus ∇²R. One backward sweep gives p, M, V (O(m N) small products); one forward
+sweep of the tangents gives the off-diagonal blocks as (n_w × m·d)·(m·d × j·n_w) products, each
+tangent used once and dropped: O(m N² n_w d (d + n_w)) time, O(m N n_w d) memory (two tangent
+buffers, plus A, B, V per layer), and nothing larger than n_θ × n_θ factorised — instead of the
+full-space KKT factorisation, whose fill grows with every sample's dense (N·n_w)² coupling to the
+shared controls. The per-sample blocks come from the same SX layer as the NLP (:mod:`.derivatives`).
 """
 
 from __future__ import annotations
@@ -28,10 +36,6 @@ from threadpoolctl import threadpool_limits
 
 from ocdl.casadi_backend.derivatives import layer_symbols, loss_symbols
 from ocdl.casadi_backend.network import compiled
-from ocdl.errors import OcdlError
-
-
-MAX_TANGENT_BYTES = 8 * 2**30  # the tangents Ṡ^[0..N] of one Hessian evaluation
 
 
 class _InPlace:
@@ -90,15 +94,9 @@ class ReducedHessian:
         th = ca.SX.sym("theta", L.size)
         self.HR = np.array(ca.evalf(ca.substitute(
             ca.hessian(net.regulariser_function(nlp.base)(th), th)[0], th, ca.DM.zeros(L.size))))
-        # Ṡ^[j] (m × d × j·n_w), allocated once: the sweep runs at every IPOPT iteration
+        # two tangent buffers Ṡ^[j] (m × d × j·n_w), allocated once: the sweep runs at every IPOPT iteration
         N = nlp.problem.N
-        need = 8 * m * d * self.nw * N * (N + 1) // 2
-        if need > MAX_TANGENT_BYTES:
-            raise OcdlError(
-                f"the reduced Hessian needs {need / 2**30:.1f} GiB for its tangents (m·d·n_w·N(N+1)/2 numbers, "
-                f"m = {m}, N = {N}), more than {MAX_TANGENT_BYTES / 2**30:.0f} GiB; use --formulation full "
-                "or --hessian lbfgs")
-        self.tangents = [np.zeros((m, d, j * self.nw)) for j in range(N + 1)]
+        self._buffers = [np.zeros(m * d * N * self.nw), np.zeros(m * d * N * self.nw)]
         self.order = np.concatenate([self.w_index(j) for j in range(nlp.problem.N)] + [self.cidx])
         assert np.array_equal(np.sort(self.order), np.arange(L.size)), "θ is not covered by the layers and classifier"
         self._callback = None
@@ -111,57 +109,59 @@ class ReducedHessian:
         return 0.0 if "h" in self.layout.keys else float(self.nlp.h[j])
 
     def hessian(self, theta) -> np.ndarray:
-        """∇²E(θ) (n_θ × n_θ, symmetric).
+        """∇²E(θ) (n_θ × n_θ, symmetric), block lower triangle by the Riccati form of the
+        second-order adjoint (module docstring), then mirrored.
 
-        Internally θ is reordered layer by layer, (w_0, …, w_{N−1}, c), so that Ṡ^[j] has
-        nonzero columns only for w_0 … w_{j−1}: the tangents are kept j·n_w wide."""
+        Internally θ is ordered layer by layer, (w_0, …, w_{N−1}, c), so that Ṡ^[j] has nonzero
+        columns only for w_0 … w_{j−1} and is kept j·n_w wide."""
         nlp, m, d, N = self.nlp, self.nlp.m, self.nlp.d, self.nlp.problem.N
         theta = np.asarray(theta, dtype=np.float64).reshape(-1)
         nth, nw, nc = theta.size, self.nw, self.cidx.size
+        # forward sweep: states y^[j] and the layer Jacobians A_j, B_j
         y = nlp.Y0.T.copy()  # samples as rows: CasADi's column-major d×m
-        states = [y]
-        S = self.tangents[0]  # Ṡ^[0] = 0: the inputs do not depend on θ
-        AB = []
+        states, AB = [y], []
         for j in range(N):
             self.step(y, self._w(theta, j), self._h(theta, j))
             y = self.step.res[0].reshape(m, d).copy()
-            A, B = self.step.matrices(1, d, d), self.step.matrices(2, d, nw)
-            S_next = self.tangents[j + 1]  # Ṡ^[j+1] = A_j Ṡ^[j] + B_j E_j
-            np.matmul(A, S, out=S_next[:, :, :j * nw])
-            S_next[:, :, j * nw:] = B
-            S = S_next
             states.append(y)
-            AB.append((A, B))
+            AB.append((self.step.matrices(1, d, d), self.step.matrices(2, d, nw)))
         L = self.layout
         W = theta[L.slices["W"]] if "W" in L.keys else np.asarray(nlp.base["W"], dtype=np.float64).reshape(-1)
         mu = float(theta[L.slices["mu"]][0]) if "mu" in L.keys else float(np.asarray(nlp.base["mu"]).reshape(-1)[0])
         self.loss_derivs(states[N], W, mu, nlp.c)
         p = self.loss_derivs.res[0].reshape(m, d).copy()  # p^[N] = ∂ℓ/∂y^[N] (scaled like the objective)
         Lz = self.loss_derivs.matrices(1, self.nz, self.nz)
-        # Only the block lower triangle is formed (rows w_j: columns w_0 … w_j; rows c: every
-        # column), so Ṗ^[j+1] is needed for the columns w_0 … w_j only, and shrinks with j.
         H = np.zeros((nth, nth))  # in the layer order
-        P = Lz[:, :d, :d] @ S  # Ṗ^[N] = L_yy Ṡ^[N] (the columns of w)
-        if nc:
-            H[N * nw:, :N * nw] = np.einsum("nkb,nbt->kt", Lz[:, d:, :d], S)
-            H[N * nw:, N * nw:] = Lz[:, d:, d:].sum(0)
+        # backward sweep: M^[N] = L_yy, M^[j] = A_jᵀ M^[j+1] A_j + Q_yy; V_j = (M^[j+1] B_j)ᵀ A_j + Q_wy;
+        # diagonal blocks Σ_n B_jᵀ M^[j+1] B_j + Q_ww
+        M = Lz[:, :d, :d].copy()
+        V = [None] * N
         for j in range(N - 1, -1, -1):
             A, B = AB[j]
-            S = self.tangents[j]
             self.hess(states[j], self._w(theta, j), self._h(theta, j), p)
             Q = self.hess.res[0].reshape(m, d + nw, d + nw)  # symmetric: CasADi's column-major order is a view
+            MB = M @ B
             r = slice(j * nw, (j + 1) * nw)
-            H[r, :(j + 1) * nw] += B.transpose(2, 0, 1).reshape(nw, m * d) @ P.reshape(m * d, (j + 1) * nw)
-            H[r, :j * nw] += Q[:, d:, :d].transpose(1, 0, 2).reshape(nw, m * d) @ S.reshape(m * d, j * nw)
-            H[r, r] += Q[:, d:, d:].sum(0)
-            if j > 0:  # Ṗ^[j] = A_jᵀ Ṗ^[j+1] + Q_yy Ṡ^[j] (+ Q_yw E_j, in a column no longer needed)
-                P = A.transpose(0, 2, 1) @ P[:, :, :j * nw]
-                P += Q[:, :d, :d] @ S
-                p = (A.transpose(0, 2, 1) @ p[:, :, None])[:, :, 0]
-        H += H.T  # the diagonal blocks are now doubled (and symmetrised)
-        for k in range(N):
-            H[k * nw:(k + 1) * nw, k * nw:(k + 1) * nw] *= 0.5
-        H[N * nw:, N * nw:] *= 0.5
+            H[r, r] = np.einsum("nki,nkl->il", B, MB) + Q[:, d:, d:].sum(0)
+            V[j] = (MB.transpose(0, 2, 1) @ A + Q[:, d:, :d]).transpose(1, 0, 2).reshape(nw, m * d)
+            M = A.transpose(0, 2, 1) @ (M @ A) + Q[:, :d, :d]
+            p = (A.transpose(0, 2, 1) @ p[:, :, None])[:, :, 0]
+        # forward tangents Ṡ^[j] (two buffers, each tangent contiguous): rows w_j = V_j Ṡ^[j]
+        bufs = self._buffers
+        S = bufs[0][:0].reshape(m, d, 0)
+        for j in range(N):
+            if j:
+                H[j * nw:(j + 1) * nw, :j * nw] = V[j] @ S.reshape(m * d, j * nw)
+            A, B = AB[j]
+            S_next = bufs[(j + 1) % 2][:m * d * (j + 1) * nw].reshape(m, d, (j + 1) * nw)
+            np.matmul(A, S, out=S_next[:, :, :j * nw])
+            S_next[:, :, j * nw:] = B
+            S = S_next
+        if nc:  # rows c: L_cy Ṡ^[N] and L_cc
+            H[N * nw:, :N * nw] = np.einsum("nkb,nbt->kt", Lz[:, d:, :d], S)
+            H[N * nw:, N * nw:] = Lz[:, d:, d:].sum(0)
+        H = np.tril(H)  # the diagonal blocks were formed whole: keep their lower triangles
+        H += np.tril(H, -1).T
         out = self.HR.copy()
         out[np.ix_(self.order, self.order)] += H
         return out
