@@ -42,10 +42,11 @@ class _InPlace:
     """A CasADi function mapped over the m samples, evaluated in place on NumPy buffers (no DM
     conversion). Inputs and outputs are flat arrays in CasADi's column-major order, i.e. C-ordered
     (m, cols, rows) for a per-sample rows × cols matrix; the inputs listed in ``shared`` are the same
-    for every sample. Outputs are overwritten by each call."""
+    for every sample; the outputs listed in ``summed`` are summed over the samples. Outputs are
+    overwritten by each call."""
 
-    def __init__(self, fn: ca.Function, m: int, shared=()):
-        f = fn.map(fn.name() + "_map", "serial", m, list(shared), [])
+    def __init__(self, fn: ca.Function, m: int, shared=(), summed=()):
+        f = fn.map(fn.name() + "_map", "serial", m, list(shared), list(summed))
         self.buf, self._eval = f.buffer()
         self.args = [np.zeros(f.nnz_in(i)) for i in range(f.n_in())]
         self.res = [np.zeros(f.nnz_out(i)) for i in range(f.n_out())]
@@ -76,14 +77,22 @@ class ReducedHessian:
         L = self.layout = nlp.layout
         sym = layer_symbols(nlp)
         y, w, hc, Psi, self.nw, self.w_index = sym["y"], sym["w"], sym["h"], sym["Psi"], sym["nw"], sym["w_index"]
-        p = ca.SX.sym("p", d)
-        yw = ca.vertcat(y, w)
+        p, Mn = ca.SX.sym("p", d), ca.SX.sym("M", d, d)
         A = ca.densify(ca.jacobian(Psi, y))
         B = ca.densify(ca.jacobian(Psi, w))
-        Q = ca.densify(ca.hessian(ca.dot(p, Psi), yw)[0])
+        Q = ca.densify(ca.hessian(ca.dot(p, Psi), ca.vertcat(y, w))[0])
+        MB = ca.mtimes(Mn, B)
+        # one backward Riccati step per sample, compiled: (p^[j], M^[j], V_j, A_jᵀ, B_jᵀ, and the
+        # diagonal block B_jᵀ M^[j+1] B_j + Q_ww summed over the samples) from (y^[j], w_j, p^[j+1], M^[j+1])
+        riccati = ca.Function("riccati", [y, w, hc, p, Mn], [
+            ca.mtimes(A.T, p),
+            ca.mtimes(A.T, ca.mtimes(Mn, A)) + Q[:d, :d],
+            ca.mtimes(MB.T, A) + Q[d:, :d],
+            A.T, B.T,
+            ca.mtimes(B.T, MB) + Q[d:, d:]])
         jit = nlp.jit
-        self.step = _InPlace(compiled(ca.Function("psi", [y, w, hc], [Psi, A, B]), jit), m, shared=(1, 2))
-        self.hess = _InPlace(compiled(ca.Function("psi_Q", [y, w, hc, p], [Q]), jit), m, shared=(1, 2))
+        self.step = _InPlace(compiled(ca.Function("psi", [y, w, hc], [Psi]), jit), m, shared=(1, 2))
+        self.riccati = _InPlace(compiled(riccati, jit), m, shared=(1, 2), summed=(5,))
         ls = loss_symbols(nlp)
         zeta = ls["zeta"]
         self.cidx = ls["cidx"]
@@ -117,41 +126,36 @@ class ReducedHessian:
         nlp, m, d, N = self.nlp, self.nlp.m, self.nlp.d, self.nlp.problem.N
         theta = np.asarray(theta, dtype=np.float64).reshape(-1)
         nth, nw, nc = theta.size, self.nw, self.cidx.size
-        # forward sweep: states y^[j] and the layer Jacobians A_j, B_j
+        # forward sweep: the states y^[j]
         y = nlp.Y0.T.copy()  # samples as rows: CasADi's column-major d×m
-        states, AB = [y], []
+        states = [y]
         for j in range(N):
-            self.step(y, self._w(theta, j), self._h(theta, j))
-            y = self.step.res[0].reshape(m, d).copy()
+            y = self.step(y, self._w(theta, j), self._h(theta, j))[0].reshape(m, d).copy()
             states.append(y)
-            AB.append((self.step.matrices(1, d, d), self.step.matrices(2, d, nw)))
         L = self.layout
         W = theta[L.slices["W"]] if "W" in L.keys else np.asarray(nlp.base["W"], dtype=np.float64).reshape(-1)
         mu = float(theta[L.slices["mu"]][0]) if "mu" in L.keys else float(np.asarray(nlp.base["mu"]).reshape(-1)[0])
         self.loss_derivs(states[N], W, mu, nlp.c)
-        p = self.loss_derivs.res[0].reshape(m, d).copy()  # p^[N] = ∂ℓ/∂y^[N] (scaled like the objective)
+        p = self.loss_derivs.res[0].copy()  # p^[N] = ∂ℓ/∂y^[N] (scaled like the objective)
         Lz = self.loss_derivs.matrices(1, self.nz, self.nz)
         H = np.zeros((nth, nth))  # in the layer order
-        # backward sweep: M^[N] = L_yy, M^[j] = A_jᵀ M^[j+1] A_j + Q_yy; V_j = (M^[j+1] B_j)ᵀ A_j + Q_wy;
-        # diagonal blocks Σ_n B_jᵀ M^[j+1] B_j + Q_ww
+        # backward sweep (per sample, compiled): p^[j] = A_jᵀ p^[j+1], M^[N] = L_yy,
+        # M^[j] = A_jᵀ M^[j+1] A_j + Q_yy, V_j = B_jᵀ M^[j+1] A_j + Q_wy, and the diagonal blocks
         M = Lz[:, :d, :d].copy()
-        V = [None] * N
+        Vt, AB = [None] * N, [None] * N
         for j in range(N - 1, -1, -1):
-            A, B = AB[j]
-            self.hess(states[j], self._w(theta, j), self._h(theta, j), p)
-            Q = self.hess.res[0].reshape(m, d + nw, d + nw)  # symmetric: CasADi's column-major order is a view
-            MB = M @ B
+            p, M, V, At, Bt, Hjj = self.riccati(states[j], self._w(theta, j), self._h(theta, j), p, M)
+            p, M = p.copy(), M.copy()
+            Vt[j] = V.reshape(m * d, nw).copy()  # row n·d + k: V_j[:, k] of sample n
+            AB[j] = (At.reshape(m, d, d).copy(), Bt.reshape(m, d, nw).copy())  # A_j, B_j, C-ordered
             r = slice(j * nw, (j + 1) * nw)
-            H[r, r] = np.einsum("nki,nkl->il", B, MB) + Q[:, d:, d:].sum(0)
-            V[j] = (MB.transpose(0, 2, 1) @ A + Q[:, d:, :d]).transpose(1, 0, 2).reshape(nw, m * d)
-            M = A.transpose(0, 2, 1) @ (M @ A) + Q[:, :d, :d]
-            p = (A.transpose(0, 2, 1) @ p[:, :, None])[:, :, 0]
+            H[r, r] = Hjj.reshape(nw, nw)
         # forward tangents Ṡ^[j] (two buffers, each tangent contiguous): rows w_j = V_j Ṡ^[j]
         bufs = self._buffers
         S = bufs[0][:0].reshape(m, d, 0)
         for j in range(N):
             if j:
-                H[j * nw:(j + 1) * nw, :j * nw] = V[j] @ S.reshape(m * d, j * nw)
+                H[j * nw:(j + 1) * nw, :j * nw] = Vt[j].T @ S.reshape(m * d, j * nw)
             A, B = AB[j]
             S_next = bufs[(j + 1) % 2][:m * d * (j + 1) * nw].reshape(m, d, (j + 1) * nw)
             np.matmul(A, S, out=S_next[:, :, :j * nw])
