@@ -91,3 +91,17 @@ def test_reduced_solve_reaches_a_strict_local_minimiser():
     nlp = NetworkNLP(prob, lift(tr.X, d).T.copy(), tr.c, res.params, "reduced")
     eig = np.linalg.eigvalsh(ReducedHessian(nlp).hessian(nlp.layout.pack(res.params)))
     assert eig[0] > 0
+
+
+def test_hess_lag_callback_is_the_scaled_upper_triangle():
+    """IPOPT's ``hess_lag`` (evaluated in place on CasADi's buffers): λ_f ∇²E, upper triangle."""
+    prob = small_problem(tableau="kutta3")
+    tr, _ = data.make(prob.data)
+    d = prob.width(tr.dim)
+    p0 = init_params(prob, d)
+    nlp = NetworkNLP(prob, lift(tr.X, d).T.copy(), tr.c, p0, "reduced")
+    rh = ReducedHessian(nlp)
+    theta = nlp.layout.pack(p0)
+    out = rh.callback()(ca.DM(theta), ca.DM(0, 1), 0.7, ca.DM.zeros(nlp.g.shape[0]))
+    assert out.sparsity() == ca.Sparsity.upper(theta.size)
+    assert np.array_equal(np.array(out), np.triu(0.7 * rh.hessian(theta)))

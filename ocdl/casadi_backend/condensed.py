@@ -183,6 +183,7 @@ class _HessLag(ca.Callback):
         ca.Callback.__init__(self)
         self.rh, self.nx, self.ng = rh, nx, ng
         self.sp_out = ca.Sparsity.upper(nx)
+        self._tril = np.tril_indices(nx)
         self.construct("hess_lag_reduced", {})
 
     def get_n_in(self):
@@ -203,15 +204,18 @@ class _HessLag(ca.Callback):
     def get_sparsity_out(self, i):
         return self.sp_out
 
-    def eval(self, arg):
+    def has_eval_buffer(self):
+        return True
+
+    def eval_buffer(self, arg, res):
+        """Evaluated on CasADi's buffers in place (no DM conversion of the n_θ² entries)."""
+        x = np.frombuffer(arg[0], dtype=np.float64)
+        lam_f = float(np.frombuffer(arg[2], dtype=np.float64)[0])
         # one BLAS thread: the products are small (threads cost more than they give) and the
         # result must not depend on the machine's thread count (the problem is non-convex)
         with threadpool_limits(limits=1, user_api="blas"):
-            H = float(arg[2]) * self.rh.hessian(np.array(arg[0]).reshape(-1))
-        return [ca.DM(self.sp_out, _triu_ccs(H))]
-
-
-def _triu_ccs(H):
-    """The entries of the upper triangle of H in column-major (CCS) order."""
-    n = H.shape[0]
-    return np.concatenate([H[: k + 1, k] for k in range(n)])
+            H = self.rh.hessian(x)
+        # the upper triangle in column-major (CCS) order is H's lower triangle in row-major order
+        out = np.frombuffer(res[0], dtype=np.float64)
+        np.multiply(H[self._tril], lam_f, out=out)
+        return 0
