@@ -181,6 +181,34 @@ def test_interrupt_then_resume(tmp_path):
     assert m2["history"]["iteration"][-1] == it_stop + 10
 
 
+def test_interrupt_ipopt_then_continue_with_init(tmp_path):
+    """SIGINT during an IPOPT solve: IPOPT stops after the iteration (User_Requested_Stop), the run
+    directory is valid and marked interrupted (exit 130), and --init continues from it to KKT 1e-10."""
+    out, more = tmp_path / "ip", tmp_path / "ip2"
+    args = ["train", "--data", "spiral", "--n", "400", "--layers", "10", "--h", "0.1", "--tableau", "rk4",
+            "--reg-tikhonov", "1e-3", "--reg-smooth", "1e-3", "--backend", "casadi", "--solver", "ipopt", "--tol", "1e-10"]
+    proc = subprocess.Popen([sys.executable, "-m", "ocdl", *args, "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in proc.stdout:
+            if line.startswith("ipopt     2 "):
+                proc.send_signal(signal.SIGINT)
+                break
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["status"] == "interrupted" and m["solver_status"] == "User_Requested_Stop"
+    assert 2 <= m["iterations"] < 20 and (out / "params.npz").is_file() and (out / "costates.npz").is_file()
+    rc = subprocess.run([sys.executable, "-m", "ocdl", *args, "--init", str(out), "--out", str(more), "--quiet"],
+                        capture_output=True, text=True, timeout=300)
+    assert rc.returncode == 0, rc.stderr
+    m2 = json.loads((more / "metrics.json").read_text())
+    assert m2["status"] == "ok" and m2["kkt_residual"] <= 1e-10
+
+
 def test_resume_equals_uninterrupted(tmp_path, capsys):
     """Stopping after k iterations and resuming gives the same iterate as one run of k + l."""
     run_cli(["train", *SMALL, "--iterations", "12", "--out", str(tmp_path / "full")], capsys)

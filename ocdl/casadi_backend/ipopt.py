@@ -8,6 +8,9 @@ only at ``tol`` (or fails with IPOPT's status).
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -63,20 +66,40 @@ class _Progress(ca.Callback):
             return ca.Sparsity.dense(self.ng)
         return ca.Sparsity(0, 0)
 
-    def eval(self, arg):
-        try:
-            if not self.quiet and self.solver is not None:
-                it = self.solver.stats().get("iterations", {})
-                if it.get("obj"):
-                    k = len(it["obj"]) - 1
-                    self.log(
-                        f"ipopt {k:5d}  E = {it['obj'][k]:.12e}  inf_pr = {it['inf_pr'][k]:.2e}  "
-                        f"inf_du = {it['inf_du'][k]:.2e}  alpha = {it['alpha_pr'][k]:.2e}"
-                    )
-        except KeyboardInterrupt:
-            self.interrupted = True
-            return [1]
-        return [0]
+    def has_eval_buffer(self):
+        return True
+
+    def eval_buffer(self, arg, res):
+        """Evaluated on CasADi's buffers (the iterate is not converted); returns 1 to stop IPOPT."""
+        if not self.quiet and self.solver is not None and not self.interrupted:
+            it = self.solver.stats().get("iterations", {})
+            if it.get("obj"):
+                k = len(it["obj"]) - 1
+                self.log(
+                    f"ipopt {k:5d}  E = {it['obj'][k]:.12e}  inf_pr = {it['inf_pr'][k]:.2e}  "
+                    f"inf_du = {it['inf_du'][k]:.2e}  alpha = {it['alpha_pr'][k]:.2e}"
+                )
+        np.frombuffer(res[0], dtype=np.float64)[0] = 1.0 if self.interrupted else 0.0
+        return 0
+
+
+@contextlib.contextmanager
+def _stop_on_sigint(cb: _Progress):
+    """Ctrl-C during the solve: IPOPT stops after the current iteration (User_Requested_Stop) and
+    the outcome is marked interrupted. Without this, CasADi turns the signal into an exception
+    inside whichever function IPOPT is evaluating, and the solve ends as a failure."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        cb.interrupted = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def options(tol: float, max_iter: int, hessian: str, extra: dict | None = None) -> dict:
@@ -107,7 +130,8 @@ def solve(nlp: dict, x0, lbx, ubx, lbg, ubg, opts: dict, log=print, quiet=False,
     cb.solver = solver
     build = time.perf_counter() - t0
     t1 = time.perf_counter()
-    sol = solver(x0=x0, lbx=lbx, ubx=ubx, lbg=lbg, ubg=ubg)
+    with _stop_on_sigint(cb):
+        sol = solver(x0=x0, lbx=lbx, ubx=ubx, lbg=lbg, ubg=ubg)
     solve_time = time.perf_counter() - t1
     st = solver.stats()
     it = st.get("iterations", {})
