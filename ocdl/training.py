@@ -158,7 +158,9 @@ def train(
             f"{metrics['iterations']} iterations, {metrics['wall_time_s']:.1f} s"
             + (f" -> {out}" if out is not None else "")
         )
-        if not res.success:
+        if res.interrupted:
+            log("interrupted: the run directory holds the last iterate (continue with --resume, or --init for CasADi)")
+        elif not res.success:
             log(f"solver failed: {res.message}")
     return res, metrics
 

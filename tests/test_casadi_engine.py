@@ -245,3 +245,45 @@ def test_lbfgs_hessian_runs():
     _, _, res, _ = _solve(prob, hessian="lbfgs", formulation="reduced", tol=1e-6, max_iter=500)
     assert res.metrics["hessian"] == "lbfgs"
     assert res.success and res.metrics["kkt_residual"] <= 1e-4
+
+
+def test_sigint_becomes_a_stop_request_and_the_handler_is_restored():
+    import os
+    import signal
+
+    from ocdl.interrupt import StopOnSigint
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopOnSigint() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt inside the block
+        assert stop.requested
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_bvp_stops_on_request_with_a_valid_result(monkeypatch):
+    """Ctrl-C during the BVP Newton iteration (simulated: the stop is requested after the first step)
+    ends it with status 'interrupted' and the current iterate, marked interrupted."""
+    from ocdl.casadi_backend import bvp as bvp_mod
+    from ocdl.interrupt import StopOnSigint
+
+    class StopAfterOneStep(StopOnSigint):
+        calls = 0
+
+        @property
+        def requested(self):
+            StopAfterOneStep.calls += 1
+            return StopAfterOneStep.calls > 1
+
+        @requested.setter
+        def requested(self, value):
+            pass
+
+    monkeypatch.setattr(bvp_mod, "StopOnSigint", StopAfterOneStep)
+    prob = small_problem(n=40, layers=3, tableau="rk4")
+    tr, _ = data.make(prob.data)
+    p0 = init_params(prob, prob.width(tr.dim))
+    res = solve(prob.replace(solver=SolverSpec(backend="casadi", name="bvp", options={"tol": TOL})), tr, None, p0,
+                log=None, quiet=True)
+    assert res.interrupted and not res.success and res.metrics["solver_status"] == "interrupted"
+    assert res.metrics["iterations"] == 1 and np.isfinite(res.metrics["bvp_residual"])

@@ -30,6 +30,7 @@ import scipy.sparse.linalg as spla
 
 from ocdl.casadi_backend.nlp import NetworkNLP
 from ocdl.errors import OcdlError
+from ocdl.interrupt import StopOnSigint
 from ocdl.result import SolveResult
 
 
@@ -203,7 +204,8 @@ def _to_scipy(J: ca.DM) -> sp.csc_matrix:
 
 
 def newton(bvp: HamiltonianBVP, z0, tol: float, max_iter: int, log, quiet):
-    """Newton's method with backtracking on φ = ½‖G‖²; returns (z, status, history)."""
+    """Newton's method with backtracking on φ = ½‖G‖²; returns (z, status, history). Ctrl-C stops it
+    before the next step (status 'interrupted')."""
     z = np.array(z0, dtype=np.float64)
     G = bvp.residual(z)
     hist = {"iteration": [], "objective": [], "inf_pr": [], "inf_du": [], "residual": [], "step": [], "alpha": []}
@@ -220,40 +222,44 @@ def newton(bvp: HamiltonianBVP, z0, tol: float, max_iter: int, log, quiet):
 
     record(0, G, 0.0, 0.0)
     status = "max_iter"
-    for k in range(1, max_iter + 1):
-        if not np.all(np.isfinite(G)):
-            status = "nan"
-            break
-        if np.abs(G).max() <= tol:
-            status = "converged"
-            break
-        try:
-            with np.errstate(all="ignore"):
-                dz = bvp.newton_direction(z, G)
-        except RuntimeError:
-            status = "singular_jacobian"
-            break
-        if not np.all(np.isfinite(dz)):
-            status = "singular_jacobian"
-            break
-        phi = 0.5 * float(G @ G)
-        alpha = 1.0
-        while True:
-            zt = z + alpha * dz
-            Gt = bvp.residual(zt)
-            if np.all(np.isfinite(Gt)) and 0.5 * float(Gt @ Gt) <= (1.0 - 1e-4 * alpha) * phi:
+    with StopOnSigint() as stop:  # Ctrl-C: stop before the next step, keep the iterate
+        for k in range(1, max_iter + 1):
+            if stop.requested:
+                status = "interrupted"
                 break
-            alpha *= 0.5
+            if not np.all(np.isfinite(G)):
+                status = "nan"
+                break
+            if np.abs(G).max() <= tol:
+                status = "converged"
+                break
+            try:
+                with np.errstate(all="ignore"):
+                    dz = bvp.newton_direction(z, G)
+            except RuntimeError:
+                status = "singular_jacobian"
+                break
+            if not np.all(np.isfinite(dz)):
+                status = "singular_jacobian"
+                break
+            phi = 0.5 * float(G @ G)
+            alpha = 1.0
+            while True:
+                zt = z + alpha * dz
+                Gt = bvp.residual(zt)
+                if np.all(np.isfinite(Gt)) and 0.5 * float(Gt @ Gt) <= (1.0 - 1e-4 * alpha) * phi:
+                    break
+                alpha *= 0.5
+                if alpha < 1e-10:
+                    break
             if alpha < 1e-10:
+                status = "line_search_failed"
                 break
-        if alpha < 1e-10:
-            status = "line_search_failed"
-            break
-        z, G = zt, Gt
-        record(k, G, float(np.abs(alpha * dz).max()), alpha)
-    else:
-        if np.abs(G).max() <= tol:
-            status = "converged"
+            z, G = zt, Gt
+            record(k, G, float(np.abs(alpha * dz).max()), alpha)
+        else:
+            if np.abs(G).max() <= tol:
+                status = "converged"
     return z, status, hist
 
 
@@ -309,4 +315,7 @@ def solve(problem, Y0, c, params0, opts, log=print, quiet=False, t_start=None) -
     if not quiet:
         log(f"casadi: bvp {status} after {metrics['iterations']} Newton steps, |G| = {metrics['bvp_residual']:.2e}, "
             f"KKT residual of the NLP {kkt:.2e}")
-    return SolveResult(params=params, history=hist, metrics=metrics, costates=cost, success=success, message=msg)
+    if status == "interrupted":
+        msg = "interrupted"
+    return SolveResult(params=params, history=hist, metrics=metrics, costates=cost, success=success, message=msg,
+                       interrupted=status == "interrupted")

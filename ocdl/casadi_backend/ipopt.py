@@ -8,14 +8,13 @@ only at ``tol`` (or fails with IPOPT's status).
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 
 import casadi as ca
 import numpy as np
+
+from ocdl.interrupt import StopOnSigint
 
 SUCCESS = ("Solve_Succeeded",)
 
@@ -41,7 +40,7 @@ class _Progress(ca.Callback):
         ca.Callback.__init__(self)
         self.nx, self.ng, self.log, self.quiet = nx, ng, log, quiet
         self.solver = None
-        self.interrupted = False
+        self.stop = StopOnSigint()
         self.construct("ocdl_progress", {})
 
     def get_n_in(self):
@@ -71,7 +70,7 @@ class _Progress(ca.Callback):
 
     def eval_buffer(self, arg, res):
         """Evaluated on CasADi's buffers (the iterate is not converted); returns 1 to stop IPOPT."""
-        if not self.quiet and self.solver is not None and not self.interrupted:
+        if not self.quiet and self.solver is not None and not self.stop.requested:
             it = self.solver.stats().get("iterations", {})
             if it.get("obj"):
                 k = len(it["obj"]) - 1
@@ -79,27 +78,8 @@ class _Progress(ca.Callback):
                     f"ipopt {k:5d}  E = {it['obj'][k]:.12e}  inf_pr = {it['inf_pr'][k]:.2e}  "
                     f"inf_du = {it['inf_du'][k]:.2e}  alpha = {it['alpha_pr'][k]:.2e}"
                 )
-        np.frombuffer(res[0], dtype=np.float64)[0] = 1.0 if self.interrupted else 0.0
+        np.frombuffer(res[0], dtype=np.float64)[0] = 1.0 if self.stop.requested else 0.0
         return 0
-
-
-@contextlib.contextmanager
-def _stop_on_sigint(cb: _Progress):
-    """Ctrl-C during the solve: IPOPT stops after the current iteration (User_Requested_Stop) and
-    the outcome is marked interrupted. Without this, CasADi turns the signal into an exception
-    inside whichever function IPOPT is evaluating, and the solve ends as a failure."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        cb.interrupted = True
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def options(tol: float, max_iter: int, hessian: str, extra: dict | None = None) -> dict:
@@ -130,7 +110,7 @@ def solve(nlp: dict, x0, lbx, ubx, lbg, ubg, opts: dict, log=print, quiet=False,
     cb.solver = solver
     build = time.perf_counter() - t0
     t1 = time.perf_counter()
-    with _stop_on_sigint(cb):
+    with StopOnSigint() as cb.stop:
         sol = solver(x0=x0, lbx=lbx, ubx=ubx, lbg=lbg, ubg=ubg)
     solve_time = time.perf_counter() - t1
     st = solver.stats()
@@ -153,6 +133,6 @@ def solve(nlp: dict, x0, lbx, ubx, lbg, ubg, opts: dict, log=print, quiet=False,
         iterations=int(st.get("iter_count", max(n - 1, 0))),
         solve_time_s=solve_time,
         history=history,
-        interrupted=cb.interrupted,
+        interrupted=cb.stop.requested,
     )
     return out, build
