@@ -14,11 +14,16 @@ from ocdl.problem import ClassifierSpec, init_params
 from tests.conftest import small_problem
 
 
-def _hessians(prob, seed=0, scale=0.3):
+def _reduced_nlp(prob):
+    """(the reduced NLP of ``prob`` on its training data, the seeded initial parameters)."""
     tr, _ = data.make(prob.data)
     d = prob.width(tr.dim)
     p0 = init_params(prob, d)
-    nlp = NetworkNLP(prob, lift(tr.X, d).T.copy(), tr.c, p0, "reduced")
+    return NetworkNLP(prob, lift(tr.X, d).T.copy(), tr.c, p0, "reduced"), p0
+
+
+def _hessians(prob, seed=0, scale=0.3):
+    nlp, p0 = _reduced_nlp(prob)
     theta = nlp.layout.pack(p0) + scale * np.random.default_rng(seed).standard_normal(nlp.layout.size)
     if "h" in nlp.layout.keys:  # keep the steps positive
         sl = nlp.layout.slices["h"]
@@ -59,10 +64,7 @@ def test_second_order_adjoint_is_wrong_when_a_term_is_dropped():
     """The comparison can fail: dropping the second-order costate terms (a Gauss–Newton-like
     approximation) is detected far above the tolerance."""
     prob = small_problem(tableau="heun")
-    tr, _ = data.make(prob.data)
-    d = prob.width(tr.dim)
-    p0 = init_params(prob, d)
-    nlp = NetworkNLP(prob, lift(tr.X, d).T.copy(), tr.c, p0, "reduced")
+    nlp, p0 = _reduced_nlp(prob)
     rh = ReducedHessian(nlp)
     theta = nlp.layout.pack(p0)
     H = rh.hessian(theta)
@@ -96,10 +98,7 @@ def test_reduced_solve_reaches_a_strict_local_minimiser():
 def test_hess_lag_callback_is_the_scaled_upper_triangle():
     """IPOPT's ``hess_lag`` (evaluated in place on CasADi's buffers): λ_f ∇²E, upper triangle."""
     prob = small_problem(tableau="kutta3")
-    tr, _ = data.make(prob.data)
-    d = prob.width(tr.dim)
-    p0 = init_params(prob, d)
-    nlp = NetworkNLP(prob, lift(tr.X, d).T.copy(), tr.c, p0, "reduced")
+    nlp, p0 = _reduced_nlp(prob)
     rh = ReducedHessian(nlp)
     theta = nlp.layout.pack(p0)
     out = rh.callback()(ca.DM(theta), ca.DM(0, 1), 0.7, ca.DM.zeros(nlp.g.shape[0]))

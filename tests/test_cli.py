@@ -150,23 +150,32 @@ class _nullcontext:
         return False
 
 
+def _sigint_when(proc, ready):
+    """Wait with ``ready(proc)``, send SIGINT (Ctrl-C), wait for the exit; never leave ``proc`` running."""
+    try:
+        ready(proc)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_interrupt_then_resume(tmp_path):
     """SIGINT (Ctrl-C) leaves a valid run directory; --resume continues from its iteration."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "ocdl", "train", *SMALL, "--iterations", "100000", "--checkpoint-every", "20",
            "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
+
+    def first_checkpoint(proc):
         deadline = time.time() + 120
         while not (out / "metrics.json").exists():
             assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "timeout"
             time.sleep(0.2)
         time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+    _sigint_when(proc, first_checkpoint)
     assert proc.returncode == 130
     m = json.loads((out / "metrics.json").read_text())
     assert m["status"] == "interrupted"
@@ -189,15 +198,13 @@ def test_interrupt_ipopt_then_continue_with_init(tmp_path):
             "--reg-tikhonov", "1e-3", "--reg-smooth", "1e-3", "--backend", "casadi", "--solver", "ipopt", "--tol", "1e-10"]
     proc = subprocess.Popen([sys.executable, "-m", "ocdl", *args, "--out", str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
+
+    def third_iteration(proc):
         for line in proc.stdout:
             if line.startswith("ipopt     2 "):
-                proc.send_signal(signal.SIGINT)
                 break
-        proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+    _sigint_when(proc, third_iteration)
     assert proc.returncode == 130
     m = json.loads((out / "metrics.json").read_text())
     assert m["status"] == "interrupted" and m["solver_status"] == "User_Requested_Stop"
