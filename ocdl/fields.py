@@ -13,8 +13,9 @@ Both fields write them through one cotangent D ∈ R^{d×m} of the pre-activatio
 
 so that a Runge–Kutta layer with one (K, β) for all stages (per-layer controls) needs Kᵀ only
 once, Jᵀ-summed over the stages: Σ_i w_i J_iᵀ M_i = Kᵀ Σ_i w_i D_i, and ∂β likewise from
-Σ_i w_i D_i (``vjp_params_layer``). ``vjp_state`` returns (Jᵀ M, D); ``vjp_params_add``
-adds w (∂_u f(Y))ᵀ M of one stage to gradient accumulators in place.
+Σ_i w_i D_i (see :mod:`ocdl.torch_backend.adjoint`). ``at`` gives (F, S) from Z alone;
+``vjp_state`` returns (Jᵀ M, D); ``vjp_params_add`` adds w (∂_u f(Y))ᵀ M of one stage to
+gradient accumulators in place, ``vjp_K_extra_`` its part not of the form w D Yᵀ.
 
 Works for NumPy arrays and torch tensors alike (``xp`` from :mod:`ocdl.xp`).
 """
@@ -26,15 +27,19 @@ from ocdl.errors import OcdlError
 
 
 class _Field:
+    has_K_extra = False  # whether (∂_K f)ᵀ M has a part besides D Yᵀ (see vjp_K_extra_)
+
     def __init__(self, act: Activation, xp):
         self.act = act
         self.xp = xp
 
-    def _pre(self, Y, K, beta):
+    def __call__(self, Y, K, beta):
+        """(F, Z, S): F = f(Y, (K, β)), Z = K Y + β 1ᵀ, S = σ(Z)."""
         if Y.shape[0] != K.shape[1]:
             raise OcdlError(f"vector field: batch must be d×m (samples as columns), got {tuple(Y.shape)} for d = {K.shape[1]}")
         Z = self.xp.affine(K, Y, beta)
-        return Z, self.act.sigma(Z, self.xp)
+        F, S = self.at(Z, K)
+        return F, Z, S
 
     def dsigma_mul(self, Z, S, M):
         """σ'(Z) ⊙ M (S = σ(Z) lets the namespace use a cheaper or fused formula)."""
@@ -55,26 +60,21 @@ class _Field:
     def vjp_params_add(self, dK, dbeta, Y, S, M, D, w):
         """dK += w ∂K,  dβ += w D 1  (in place) for one stage (dβ skipped if None)."""
         self.xp.addmm_(dK, D, Y.T, w)
+        self.vjp_K_extra_(dK, S, M, w)
         if dbeta is not None:
             self.xp.add_rowsum_(dbeta, D, w)
 
-    def vjp_params_layer(self, dK, dbeta, Ys, Ss, Ms, Ds, w, h):
-        """The stages of one layer with shared (K, β): dK += h Σ_i w_i ∂K_i, dβ += h (Σ_i w_i D_i) 1
-        (in place); returns Σ_i w_i D_i. ``w``: the stage weights (floats)."""
-        Dw = None
-        for Y, S, M, D, wi in zip(Ys, Ss, Ms, Ds, w):
-            self.vjp_params_add(dK, None, Y, S, M, D, h * wi)
-            Dw = D * wi if Dw is None else self.xp.axpy(Dw, wi, D)
-        self.xp.add_rowsum_(dbeta, Dw, h)
-        return Dw
+    def vjp_K_extra_(self, dK, S, M, w):
+        """The part of w (∂_K f)ᵀ M not of the form w D Yᵀ, added to dK in place (none here)."""
 
 
 class SigmaField(_Field):
     """f(y, (K, β)) = σ(K y + β)."""
 
-    def __call__(self, Y, K, beta):
-        Z, S = self._pre(Y, K, beta)
-        return S, Z, S
+    def at(self, Z, K):
+        """(F, S) from the pre-activation Z: S = σ(Z), F = S."""
+        S = self.act.sigma(Z, self.xp)
+        return S, S
 
     def cotangent(self, Z, S, K, M):
         """D = σ'(Z) ⊙ M."""
@@ -84,17 +84,19 @@ class SigmaField(_Field):
 class MonotoneField(_Field):
     """f(y, (K, β)) = −Kᵀ σ(K y + β) (the monotone-σ flow of the stability estimate)."""
 
-    def __call__(self, Y, K, beta):
-        Z, S = self._pre(Y, K, beta)
-        return -(K.T @ S), Z, S
+    has_K_extra = True
+
+    def at(self, Z, K):
+        """(F, S) from the pre-activation Z: S = σ(Z), F = −Kᵀ S."""
+        S = self.act.sigma(Z, self.xp)
+        return -(K.T @ S), S
 
     def cotangent(self, Z, S, K, M):
         """D = −σ'(Z) ⊙ (K M)."""
         return -self.dsigma_mul(Z, S, K @ M)
 
-    def vjp_params_add(self, dK, dbeta, Y, S, M, D, w):
-        """dK += w (D Yᵀ − S Mᵀ),  dβ += w D 1  (in place)."""
-        super().vjp_params_add(dK, dbeta, Y, S, M, D, w)
+    def vjp_K_extra_(self, dK, S, M, w):
+        """dK −= w S Mᵀ (in place): the part of (∂_K f)ᵀ M from the factor Kᵀ."""
         self.xp.addmm_(dK, S, M.T, -w)
 
 

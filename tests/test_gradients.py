@@ -44,9 +44,10 @@ def test_unscaled_form_for_midpoint(controls):
         grad_adjoint(net, prm, Y0, c, form="partner")
 
 
-@pytest.mark.parametrize("name", ["rk4", "kutta3"])
-def test_unscaled_equals_partner_where_both_exist(name):
-    prob = small_problem(tableau=name, controls="per-stage", time_steps="learned")
+@pytest.mark.parametrize("controls", ["per-layer", "per-stage"])
+@pytest.mark.parametrize("name", ["rk4", "kutta3", "rk38"])
+def test_unscaled_equals_partner_where_both_exist(name, controls):
+    prob = small_problem(tableau=name, controls=controls, time_steps="learned")
     net, prm, Y0, c = setup_net(prob)
     _, g1 = grad_adjoint(net, prm, Y0, c, form="partner")
     _, g2 = grad_adjoint(net, prm, Y0, c, form="unscaled")

@@ -15,6 +15,13 @@ Gradients (μ_i = b_i P_i):  ∂E/∂u_{j,i} = h_j (∂_u f(Y_i, u_{j,i}))ᵀ μ
 per-layer controls),  ∂E/∂h_j = Σ_i ⟨μ_i, F_i⟩ = Σ_i b_i ⟨P_i, F_i⟩, and for the classifier
 ∂E/∂W = Σ_n ℓ'(z_n) y_n^[N], ∂E/∂μ = Σ_n ℓ'(z_n); ∇R is added in closed form.
 
+Per-layer controls (one (K, β) for every stage) share Kᵀ: J_lᵀ P_l = Kᵀ D_l with D_l the
+pre-activation cotangent (:mod:`ocdl.fields`), so each P_i is one product Kᵀ G_i with
+G_i = Σ_l coef_il D_l, and the stage values Y_i = y^[j] + h Σ_l a_il F_l need not be formed:
+Σ_{l>i} w_l a_li D_l = w_i G_i (w = b for the partner form, 1 for the unscaled one) turns
+∂E/∂K_j = h Σ_i w_i D_i Y_iᵀ into h D_w y^[j]ᵀ + h² Σ_i w_i G_i F_iᵀ with D_w = Σ_i w_i D_i, and
+∂E/∂β_j = h D_w 1, p^[j] = p^[j+1] + h Kᵀ D_w.
+
 Memory: the forward sweep keeps only the layer states y^[0..N] — O(N·m·d) — and the stage values
 of layer j are recomputed from y^[j] during the backward sweep (those of the last layer are kept
 from the forward sweep, where it runs here; O(s·m·d) extra at any time).
@@ -73,53 +80,70 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
             p_all[N] = p
             P_all = [None] * N
         field = net.field
-        weights = net.b if form == "partner" else [1.0] * s  # μ_i = w_i P_i
+        terms, w = _backward_terms(net, form)
+        cotangent, add_rowsum_, want_h = field.cotangent, net.xp.add_rowsum_, "h" in grads
+        K_extra = field.has_K_extra
+        KT = params["K"].transpose(-1, -2).contiguous().unbind(0)  # K_jᵀ (or K_{j,i}ᵀ), contiguous for the products
         for j in range(N - 1, -1, -1):
             y = states[j]
             if prob.family == "net":  # y⁺ = σ(K y + β): p = Kᵀ(σ' ⊙ p⁺)
                 K, beta = u[j][0]
                 _, Z, S = field(y, K, beta)
                 p_in = p
-                p, D = field.vjp_state(y, Z, S, K, p_in)
+                p, D = field.vjp_state(y, Z, S, K, p_in, KT[j])
                 field.vjp_params_add(gK[j], gb[j], y, S, p_in, D, 1.0)
                 if return_costates:
                     p_all[j] = p
                 continue
             h = hs[j]
-            Ys, Fs, Zs, Ss = last if j == N - 1 and last is not None else net.stages(u[j], y, h)
-            KTs = [K.T for K, _ in u[j]] if net.per_stage else [u[j][0][0].T] * s
-            JT = [None] * s  # J_lᵀ P_l (partner) or J_lᵀ μ_l (unscaled)
+            Ys, Fs, Zs, Ss = last if j == N - 1 and last is not None else net.stages(u[j], y, h, want_Y=net.per_stage)
             Ps, Ds = [None] * s, [None] * s
-            p_next = p
-            for i in range(s - 1, -1, -1):
-                if form == "partner":
-                    Pi = p
-                    for l in range(i + 1, s):
-                        coef = net.partner_coef[i][l]
-                        if coef != 0.0:
-                            Pi = torch.add(Pi, JT[l], alpha=h * coef)
-                else:
-                    Pi = net.b[i] * p
-                    for l in range(i + 1, s):
-                        if net.a[l][i] != 0.0:
-                            Pi = torch.add(Pi, JT[l], alpha=h * net.a[l][i])
-                K = u[j][i][0]
-                if i == 0 and not net.per_stage:
-                    # J_0ᵀ P_0 enters only p^[j] = p^[j+1] + h Kᵀ Σ_i w_i D_i, formed once below
-                    Ds[i] = field.cotangent(Zs[i], Ss[i], K, Pi)
-                else:
-                    JT[i], Ds[i] = field.vjp_state(Ys[i], Zs[i], Ss[i], K, Pi, KTs[i])
-                Ps[i] = Pi
-                if "h" in grads:
-                    gh[j] = gh[j] + weights[i] * torch.vdot(Pi.flatten(), Fs[i].flatten())
-                if net.per_stage:  # ∂E/∂u_{j,i} = h w_i (∂_u f(Y_i))ᵀ P_i
-                    field.vjp_params_add(gK[j, i], gb[j, i], Ys[i], Ss[i], Pi, Ds[i], h * weights[i])
-                    p_next = torch.add(p_next, JT[i], alpha=h * weights[i])
             if net.per_stage:
-                p = p_next
-            else:  # ∂E/∂u_j = h Σ_i w_i (∂_u f(Y_i))ᵀ P_i and p^[j] in one product each
-                Gw = field.vjp_params_layer(gK[j], gb[j], Ys, Ss, Ps, Ds, weights, h)
-                p = torch.addmm(p, KTs[0], Gw, alpha=h)
+                KTj = KT[j].unbind(0)
+                for i in range(s - 1, -1, -1):
+                    # P_i = c_i p^[j+1] + h Σ_l coef_il K_lᵀ D_l  (J_lᵀ P_l = K_lᵀ D_l), one fused product per term
+                    c0, Pi = terms[i][0], None
+                    for l, coef in terms[i][1]:
+                        Pi = torch.addmm(p, KTj[l], Ds[l], beta=c0, alpha=h * coef) if Pi is None else \
+                            torch.addmm(Pi, KTj[l], Ds[l], alpha=h * coef)
+                    Ps[i] = Pi = _scaled(p, c0) if Pi is None else Pi
+                    Ds[i] = field.cotangent(Zs[i], Ss[i], u[j][i][0], Pi)
+                    if want_h:
+                        gh[j] = gh[j] + w[i] * torch.vdot(Pi.flatten(), Fs[i].flatten())
+                    # ∂E/∂u_{j,i} = h w_i (∂_u f(Y_i))ᵀ P_i
+                    field.vjp_params_add(gK[j, i], gb[j, i], Ys[i], Ss[i], Pi, Ds[i], h * w[i])
+                for i in range(s):  # p^[j] = p^[j+1] + h Σ_i w_i K_iᵀ D_i
+                    p = torch.addmm(p, KTj[i], Ds[i], alpha=h * w[i])
+            else:
+                # One (K, β) for every stage: with G_i = Σ_l coef_il D_l, P_i = c_i p^[j+1] + h Kᵀ G_i,
+                # and, as Y_i = y^[j] + h Σ_l a_il F_l and Σ_{l>i} w_l a_li D_l = w_i G_i,
+                #   ∂E/∂K_j = h Σ_i w_i D_i Y_iᵀ = h D_w y^[j]ᵀ + h² Σ_i w_i G_i F_iᵀ,   D_w = Σ_i w_i D_i,
+                #   ∂E/∂β_j = h D_w 1,   p^[j] = p^[j+1] + h Kᵀ D_w   (Y_i are never formed).
+                K, KTj, gKj = u[j][0][0], KT[j], gK[j]
+                Dw = None  # Σ_i (w_i / w_s) D_i; the factor w_s goes into the products' α below
+                for i in range(s - 1, -1, -1):
+                    c0, tm = terms[i]
+                    if len(tm) == 1:  # G_i = g D_l, the factor g carried in the products' α
+                        G, g = Ds[tm[0][0]], tm[0][1]
+                    elif tm:
+                        G, g = Ds[tm[0][0]] * tm[0][1], 1.0
+                        for l, coef in tm[1:]:
+                            G = torch.add(G, Ds[l], alpha=coef)
+                    else:
+                        G = None
+                    Ps[i] = Pi = _scaled(p, c0) if G is None else torch.addmm(p, KTj, G, beta=c0, alpha=h * g)
+                    Ds[i] = D = cotangent(Zs[i], Ss[i], K, Pi)
+                    if G is not None:
+                        gKj.addmm_(G, Fs[i].T, alpha=h * h * w[i] * g)
+                    if K_extra:
+                        field.vjp_K_extra_(gKj, Ss[i], Pi, h * w[i])
+                    Dw = D if Dw is None else torch.add(Dw, D, alpha=w[i] / w[-1])
+                    if want_h:
+                        gh[j] = gh[j] + w[i] * torch.vdot(Pi.flatten(), Fs[i].flatten())
+                hw = h * w[-1]
+                gKj.addmm_(Dw, y.T, alpha=hw)
+                add_rowsum_(gb[j], Dw, hw)
+                p = torch.addmm(p, KTj, Dw, alpha=hw)
             if return_costates:
                 p_all[j] = p
                 P_all[j] = torch.stack(Ps)
@@ -133,3 +157,21 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
     if prob.family != "net":
         costates["P"] = torch.stack(P_all).transpose(-1, -2)
     return E, grads, costates
+
+
+def _scaled(x, c: float):
+    """c x (x itself when c = 1)."""
+    return x if c == 1.0 else x * c
+
+
+def _backward_terms(net: TorchNetwork, form: str):
+    """Per stage i, (c_i, [(l, coef_il)]) with P_i = c_i p^[j+1] + h Σ_l coef_il J_lᵀ P_l, and the
+    stage weights w (floats) with μ_i = w_i P_i:
+    partner: c_i = 1, coef_il = b_l − ã_il, w = b;  unscaled: c_i = b_i, coef_il = a_li, w = 1."""
+    s = net.s
+    if form == "partner":
+        terms = [(1.0, [(l, net.partner_coef[i][l]) for l in range(i + 1, s) if net.partner_coef[i][l] != 0.0])
+                 for i in range(s)]
+        return terms, net.b
+    terms = [(net.b[i], [(l, net.a[l][i]) for l in range(i + 1, s) if net.a[l][i] != 0.0]) for i in range(s)]
+    return terms, [1.0] * s

@@ -98,27 +98,50 @@ class TorchNetwork:
             return [list(zip(K.unbind(0), b.unbind(0))) for K, b in zip(Ks, betas)]
         return [[(K, b)] * self.s for K, b in zip(Ks, betas)]
 
-    def stages(self, u, y: torch.Tensor, h):
+    def stages(self, u, y: torch.Tensor, h, want_Y: bool = True):
         """Stage values of one layer with controls u[i] (explicit tableau): lists Y_i, F_i, Z_i,
-        S_i = σ(Z_i)."""
-        Ys, Fs, Zs, Ss = [], [], [], []
+        S_i = σ(Z_i). With one (K, β) for every stage (per-layer controls) the pre-activations are
+        formed without Y_i, Z_i = Z_1 + h Σ_l a_il K F_l (Z_1 = K y + β), one product per term;
+        Y_i = y + h Σ_l a_il F_l is then formed only if ``want_Y`` (else Ys is None)."""
+        if self.per_stage:
+            Ys, Fs, Zs, Ss = [], [], [], []
+            for ui, terms in zip(u, self.a_nz):
+                Yi = y
+                for l, a in terms:
+                    Yi = _axpy(Yi, h * a, Fs[l])
+                Fi, Zi, Si = self.field(Yi, *ui)
+                Ys.append(Yi)
+                Fs.append(Fi)
+                Zs.append(Zi)
+                Ss.append(Si)
+            return Ys, Fs, Zs, Ss
+        K, beta = u[0]
         field = self.field
-        for ui, terms in zip(u, self.a_nz):
-            Yi = y
+        F0, Z0, S0 = field(y, K, beta)
+        Fs, Zs, Ss = [F0], [Z0], [S0]
+        for terms in self.a_nz[1:]:
+            Zi = Z0
             for l, a in terms:
-                Yi = _axpy(Yi, h * a, Fs[l])
-            Fi, Zi, Si = field(Yi, *ui)
-            Ys.append(Yi)
+                Zi = _addmm(Zi, K, Fs[l], h * a)
+            Fi, Si = field.at(Zi, K)
             Fs.append(Fi)
             Zs.append(Zi)
             Ss.append(Si)
+        Ys = None
+        if want_Y:
+            Ys = [y]
+            for terms in self.a_nz[1:]:
+                Yi = y
+                for l, a in terms:
+                    Yi = _axpy(Yi, h * a, Fs[l])
+                Ys.append(Yi)
         return Ys, Fs, Zs, Ss
 
     def step(self, u, y: torch.Tensor, h) -> torch.Tensor:
         """y^[j+1] from y^[j] with controls u = u[j] and step h = h_j."""
         if self.problem.family == "net":
             return self.field(y, *u[0])[0]
-        return self.update(y, h, self.stages(u, y, h)[1])
+        return self.update(y, h, self.stages(u, y, h, want_Y=False)[1])
 
     def update(self, y, h, Fs) -> torch.Tensor:
         """y + h Σ_i b_i F_i."""
@@ -147,7 +170,7 @@ class TorchNetwork:
             if self.problem.family == "net" or j < len(u) - 1:
                 states.append(self.step(uj, y, h))
             else:
-                last = self.stages(uj, y, h)
+                last = self.stages(uj, y, h, want_Y=False)
                 states.append(self.update(y, h, last[1]))
         return states, last
 
@@ -186,6 +209,13 @@ class TorchNetwork:
         """S(W y^[N] + μ), the predicted probability of class 1."""
         with torch.no_grad():
             return loss_mod.sigmoid(self.logits(params, self.forward(params, Y0)), self.xp)
+
+
+def _addmm(Z, K, F, coef):
+    """Z + coef·K F (one fused op when coef is a Python float)."""
+    if isinstance(coef, float):
+        return torch.addmm(Z, K, F, alpha=coef)
+    return Z + coef * (K @ F)
 
 
 def _axpy(y, coef, F):
