@@ -124,3 +124,22 @@ def test_float32_and_device_parameter():
     _, g1 = net.grad_autograd(prm, Y0, c)
     _, g2 = grad_adjoint(net, prm, Y0, c)
     assert rel_diff(g1, g2) <= 1e-5
+
+
+@pytest.mark.parametrize("family", ["rk", "monotone"])
+@pytest.mark.parametrize("name", ["rk4", "rk38", "kutta3", "ralston3"])
+def test_per_layer_stages_without_Y_are_the_stage_equations(name, family):
+    """Per-layer controls form Z_i = Z_1 + h Σ_l a_il K F_l; the Y_i of the stage equations
+    Y_i = y + h Σ_l a_il F_l give the same Z_i = K Y_i + β and F_i = f(Y_i) to round-off."""
+    prob = small_problem(family=family, tableau=name)
+    net, prm, Y0, c = setup_net(prob)
+    u, h = net.controls(prm)[1], float(prm["h"][1])
+    Ys, Fs, Zs, Ss = net.stages(u, Y0, h)
+    K, beta = u[0]
+    for i in range(net.s):
+        Yi = Y0 + h * sum(net.a[i][l] * Fs[l] for l in range(i))
+        F, Z, S = net.field(Yi, K, beta)
+        assert torch.allclose(Ys[i], Yi, rtol=0, atol=1e-15)
+        assert float((Zs[i] - Z).abs().max()) <= 1e-14 * max(1.0, float(Z.abs().max()))
+        assert float((Fs[i] - F).abs().max()) <= 1e-14 * max(1.0, float(F.abs().max()))
+    assert net.stages(u, Y0, h, want_Y=False)[0] is None
