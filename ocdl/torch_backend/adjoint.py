@@ -107,7 +107,7 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
                         Pi = torch.addmm(p, KTj[l], Ds[l], beta=c0, alpha=h * coef) if Pi is None else \
                             torch.addmm(Pi, KTj[l], Ds[l], alpha=h * coef)
                     Ps[i] = Pi = _scaled(p, c0) if Pi is None else Pi
-                    Ds[i] = field.cotangent(Zs[i], Ss[i], u[j][i][0], Pi)
+                    Ds[i] = cotangent(Zs[i], Ss[i], u[j][i][0], Pi)
                     if want_h:
                         gh[j] = gh[j] + w[i] * torch.vdot(Pi.flatten(), Fs[i].flatten())
                     # ∂E/∂u_{j,i} = h w_i (∂_u f(Y_i))ᵀ P_i
