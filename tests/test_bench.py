@@ -15,6 +15,13 @@ def test_bench_gradient_reports(capsys):
         assert g[k] > 0
     # the adjoint keeps the N+1 layer states only: (N+1)·d·m float64 values
     assert g["adjoint_states_bytes"] == 4 * 2 * 50 * 8
+    # peak memory during a gradient: at least what is kept between the sweeps, and the forward
+    # sweep at least its states' worth of one layer
+    assert g["autograd_peak_bytes"] >= g["autograd_saved_bytes"]
+    assert g["adjoint_peak_bytes"] >= g["adjoint_states_bytes"]
+    assert g["forward_peak_bytes"] >= 2 * 50 * 8
+    for r in out["memory_scaling"]:
+        assert r["autograd_peak_bytes"] > 0 and r["adjoint_peak_bytes"] > 0
     assert [r["N"] for r in out["memory_scaling"]] == [3, 6, 12]
     assert out["training"]["iterations"] == 3
 

@@ -3,11 +3,14 @@
 Times are medians over ``--repeats`` rounds (after a warm-up), measured in one process; the three
 computations are interleaved round by round so that load from other processes hits them alike,
 and ratios are taken between medians of the same run. Wall time and process CPU time are both
-reported (with one thread, CPU time is the less noisy figure on a shared machine). Memory is the memory *retained between the forward and
-the backward sweep*: for autograd the bytes of the tensors it saves (counted with
-``torch.autograd.graph.saved_tensors_hooks``, unique storages), for the adjoint the stored layer
-states y^[0..N]; on CUDA also the peak allocated memory. A scaling table over N shows the
-O(N·m·d) growth of both. "adjoint, given y^[j]" is the backward sweep alone when the layer
+reported (with one thread, CPU time is the less noisy figure on a shared machine). Memory, two
+figures: the memory *retained between the forward and the backward sweep* — for autograd the bytes
+of the tensors it saves (counted with ``torch.autograd.graph.saved_tensors_hooks``, unique
+storages), for the adjoint the stored layer states y^[0..N] — and the *peak* allocated during one
+gradient evaluation above what was allocated before it (inputs and parameters excluded; the
+allocator events of ``torch.profiler`` with ``profile_memory``, on the CPU or the CUDA device;
+on CUDA also ``torch.cuda.max_memory_allocated`` as a cross-check). A scaling table over N shows
+the O(N·m·d) growth of both. "adjoint, given y^[j]" is the backward sweep alone when the layer
 states of a forward sweep at the same parameters are at hand (the optimisers' line search leaves
 them), which is what one optimiser iteration pays for its gradient. With ``--train-iterations K``
 it also times K gd-armijo iterations.
@@ -15,8 +18,12 @@ it also times K gd-armijo iterations.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import statistics
+import sys
+import tempfile
 import time
 
 import torch
@@ -74,6 +81,50 @@ def _saved_bytes(f):
     return sum(seen.values())
 
 
+@contextlib.contextmanager
+def _without_profiler_banner():
+    """Drop the 'profiler_start' / 'profiler_stop' lines that the profiler's C++ side writes to the
+    process's stderr at every use; anything else written there in the meantime is passed on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode(errors="replace").splitlines(keepends=True):
+                if "ActivityProfilerHandler" not in line:
+                    sys.stderr.write(line)
+
+
+def _peak_bytes(f, cuda: bool):
+    """Peak of the bytes allocated during f() above what was allocated before it, on the CPU or
+    the CUDA device: the running sum, in the order they happened, of the allocations and frees
+    that ``torch.profiler`` records (profile_memory)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with _without_profiler_banner():
+        with profile(activities=acts, profile_memory=True) as prof:
+            f()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as fh:
+            events = json.load(fh)["traceEvents"]
+    device_type = 1 if cuda else 0  # the profiler's c10 device types: CPU 0, CUDA 1
+    run = peak = 0
+    for e in events:
+        if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == device_type:
+            run += e["args"]["Bytes"]
+            peak = max(peak, run)
+    return peak
+
+
 def measure(problem, repeats=31, device="cpu"):
     from ocdl.torch_backend.adjoint import grad_adjoint
     from ocdl.torch_backend.network import TorchNetwork
@@ -113,6 +164,10 @@ def measure(problem, repeats=31, device="cpu"):
     with torch.no_grad():
         _, states = net.forward(prm, Y0, keep_states=True)
     row["adjoint_states_bytes"] = sum(s.numel() * s.element_size() for s in states)
+    for key, f in (("forward", fwd), ("autograd", lambda: net.grad_autograd(prm, Y0, c)),
+                   ("adjoint", lambda: grad_adjoint(net, prm, Y0, c)),
+                   ("adjoint_backward", lambda: grad_adjoint(net, prm, Y0, c, states=states0))):
+        row[f"{key}_peak_bytes"] = _peak_bytes(f, cuda)
     if cuda:
         for key, f in (("forward", fwd), ("autograd", lambda: net.grad_autograd(prm, Y0, c)),
                        ("adjoint", lambda: grad_adjoint(net, prm, Y0, c))):
@@ -154,6 +209,7 @@ def run(a) -> int:
         r = measure(problem(N), max(5, a.repeats // 3), a.device)
         scaling.append({"N": N, "autograd_saved_bytes": r["autograd_saved_bytes"],
                         "adjoint_states_bytes": r["adjoint_states_bytes"],
+                        "autograd_peak_bytes": r["autograd_peak_bytes"], "adjoint_peak_bytes": r["adjoint_peak_bytes"],
                         "adjoint_over_forward": r["adjoint_over_forward"]})
     out = {"problem": {"data": a.data, "m": a.n, "N": a.layers, "tableau": a.tableau, "controls": a.controls,
                        "device": a.device, "dtype": "float64", "threads": threads, "repeats": a.repeats},
@@ -166,7 +222,7 @@ def run(a) -> int:
     P_ = out["problem"]
     print(f"ocdl bench gradient: {P_['data']}, m = {P_['m']}, N = {P_['N']}, {P_['tableau']}, {P_['controls']}, "
           f"float64, {P_['device']}, {threads} thread(s), median of {a.repeats}")
-    print(f"{'':<20}{'wall':>11}{'× fwd':>8}{'CPU':>11}{'× fwd':>8}{'retained memory':>17}")
+    print(f"{'':<20}{'wall':>11}{'× fwd':>8}{'CPU':>11}{'× fwd':>8}{'retained memory':>17}{'peak memory':>14}")
     g = main
     mem = {"forward": None, "autograd": g["autograd_saved_bytes"], "adjoint": g["adjoint_states_bytes"],
            "adjoint_backward": g["adjoint_states_bytes"]}
@@ -174,7 +230,8 @@ def run(a) -> int:
                      ("adjoint_backward", "adjoint, given y^[j]")):
         m_ = "-" if mem[k] is None else f"{mem[k] / 1024:.1f}KiB"
         print(f"{label:<20}{g[k + '_s'] * 1e3:>9.3f}ms{g[k + '_s'] / g['forward_s']:>8.2f}"
-              f"{g[k + '_cpu_s'] * 1e3:>9.3f}ms{g[k + '_cpu_s'] / g['forward_cpu_s']:>8.2f}{m_:>17}")
+              f"{g[k + '_cpu_s'] * 1e3:>9.3f}ms{g[k + '_cpu_s'] / g['forward_cpu_s']:>8.2f}{m_:>17}"
+              f"{g[k + '_peak_bytes'] / 1024:>11.1f}KiB")
     print(f"adjoint / autograd = {g['adjoint_over_autograd']:.2f} (wall), {g['adjoint_over_autograd_cpu']:.2f} (CPU); "
           f"backward sweep given the layer states (as in the line search) / autograd = "
           f"{g['adjoint_backward_over_autograd']:.2f}")
@@ -183,6 +240,9 @@ def run(a) -> int:
             print(f"CUDA peak {key}: {g[f'{key}_cuda_peak_bytes'] / 1024:.1f} KiB")
     print("memory retained between sweeps vs N (KiB): " + ", ".join(
         f"N={r['N']}: autograd {r['autograd_saved_bytes'] / 1024:.0f}, adjoint {r['adjoint_states_bytes'] / 1024:.0f}"
+        for r in scaling))
+    print("peak memory vs N (KiB): " + ", ".join(
+        f"N={r['N']}: autograd {r['autograd_peak_bytes'] / 1024:.0f}, adjoint {r['adjoint_peak_bytes'] / 1024:.0f}"
         for r in scaling))
     if "training" in out:
         t = out["training"]
