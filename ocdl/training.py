@@ -155,8 +155,10 @@ def train(
         log(
             f"{metrics['status']}: E = {metrics['objective']:.10e}, |grad E| = {metrics['gradient_norm']:.3e}, "
             f"accuracy train {metrics['train_accuracy']:.3f} / test {metrics['test_accuracy']:.3f}, "
-            f"{metrics['iterations']} iterations, {metrics['wall_time_s']:.1f} s"
-            + (f" -> {out}" if out is not None else "")
+            f"{metrics['iterations']} iterations"
+            + (f" (after {metrics['start']['iterations']} of the {metrics['start']['formulation']} start)"
+               if "start" in metrics else "")
+            + f", {metrics['wall_time_s']:.1f} s" + (f" -> {out}" if out is not None else "")
         )
         if res.interrupted:
             log("interrupted: the run directory holds the last iterate (continue with --resume, or --init for CasADi)")

@@ -231,8 +231,31 @@ def test_well_posedness_warning():
     assert not [line for line in lines if line.startswith("warning:")]
 
 
+def test_full_space_started_at_the_reduced_solution():
+    """start = 'reduced': the reduced NLP first, then the full-space NLP at its solution — a
+    full-space KKT point (multipliers = partner-adjoint costates) at the reduced solution."""
+    prob = small_problem(n=40, layers=3, tableau="rk4")
+    _, tr, r_red, _ = _solve(prob, formulation="reduced")
+    prob_s, _, res, lines = _solve(prob, formulation="full", start="reduced")
+    m = res.metrics
+    assert res.success and m["formulation"] == "full" and m["n_constraints"] > 0
+    assert m["start"]["formulation"] == "reduced" and m["start"]["iterations"] == r_red.metrics["iterations"]
+    assert m["start"]["solver_status"] == "Solve_Succeeded"
+    assert m["wall_time_s"] >= m["start"]["wall_time_s"]
+    assert m["kkt_residual"] <= 1e-10 and m["constraint_violation"] <= 1e-12
+    assert m["iterations"] <= 3  # started at a KKT point of the same problem
+    assert max(_rel(res.params[k], r_red.params[k]) for k in prob.trainable()) <= 1e-9
+    _, gnorm, cs = _torch_costates(prob, tr, res.params)
+    assert gnorm <= 1e-8
+    for k in cs:  # the full-space multipliers, not the reduced run's sweep
+        assert _rel(res.costates[k], cs[k]) <= 1e-8, k
+    assert any("solving the reduced NLP first" in line for line in lines)
+
+
 @pytest.mark.parametrize("opts,match", [({"hessian": "bfgs"}, "hessian"), ({"tol": -1.0}, "tol"),
-                                        ({"formulation": "multiple"}, "formulation"), ({"max_iter": 1.5}, "max_iter")])
+                                        ({"formulation": "multiple"}, "formulation"), ({"max_iter": 1.5}, "max_iter"),
+                                        ({"start": "warm"}, "start"),
+                                        ({"start": "reduced", "formulation": "reduced"}, "formulation full")])
 def test_bad_options(opts, match):
     prob = small_problem(n=20, layers=2).replace(solver=SolverSpec(backend="casadi", name="ipopt", options=opts))
     tr, te = data.make(prob.data)

@@ -101,6 +101,8 @@ BAD = [
     (["train", "--init", "missing_dir"], "no such run directory"),
     (["tableau"], "exactly one"),
     (["train", "--net", "resnet-ish"], "invalid choice"),
+    (["train", "--backend", "casadi", "--formulation", "reduced", "--start", "reduced"], "needs --solver ipopt --formulation full"),
+    (["train", "--backend", "casadi", "--solver", "bvp", "--start", "reduced"], "needs --solver ipopt --formulation full"),
 ]
 
 

@@ -20,6 +20,7 @@ from ocdl.errors import OcdlError
 from ocdl.result import SolveResult
 
 HESSIANS = ("exact", "lbfgs")
+STARTS = ("initial", "reduced")
 
 
 def engine_options(problem) -> dict:
@@ -30,7 +31,10 @@ def engine_options(problem) -> dict:
     :mod:`.derivatives`, and the reduced Hessian by the second-order adjoint, :mod:`.condensed`;
     'casadi': CasADi's own AD of the whole graph),
     jit (structured derivatives only; 'auto': compile the per-sample functions with the system C
-    compiler when one exists and m·N ≥ 10⁴; true; false), ipopt (a dict of extra IPOPT options)."""
+    compiler when one exists and m·N ≥ 10⁴; true; false), ipopt (a dict of extra IPOPT options),
+    start ('initial': IPOPT starts at the given parameters, states by forward simulation;
+    'reduced', full-space IPOPT only: first solve the reduced NLP from them, then start the
+    full-space NLP at its solution)."""
     o = dict(problem.solver.options)
     tol = o.get("tol", 1e-10)
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0):
@@ -57,9 +61,15 @@ def engine_options(problem) -> dict:
     extra = o.get("ipopt", {})
     if not isinstance(extra, dict):
         raise OcdlError("solver.options.ipopt: must be a table of IPOPT options")
+    start = o.get("start", "initial")
+    if start not in STARTS:
+        raise OcdlError(f"solver.options.start: {start!r} is not one of {', '.join(STARTS)}")
+    if start == "reduced" and (problem.solver.name != "ipopt" or formulation != "full"):
+        raise OcdlError("solver.options.start = 'reduced' starts the full-space IPOPT solve at the reduced NLP's "
+                        "solution; it needs --solver ipopt --formulation full")
     return {"tol": float(tol), "hessian": hessian, "formulation": formulation, "stages": stages,
             "max_iter": max_iter, "ipopt": dict(extra), "derivatives": derivatives,
-            "jit": jit}
+            "jit": jit, "start": start}
 
 
 def _inputs(problem, train, params0):
@@ -99,6 +109,21 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
         return bvp.solve(problem, Y0, c, params0, opts, log=log, quiet=quiet, t_start=t_start)
     if problem.solver.name != "ipopt":
         raise OcdlError(f"the CasADi engine has no solver {problem.solver.name!r} (ipopt, bvp)")
+    start, t_nlp = None, t_start
+    if opts["start"] == "reduced":
+        # the reduced NLP first (same tolerance and options), then the full-space NLP from its
+        # solution: states by forward simulation, multipliers by IPOPT's least-squares estimate
+        if not quiet:
+            log("casadi: start = reduced: solving the reduced NLP first")
+        pre = solve(problem.replace(solver__options={**problem.solver.options, "formulation": "reduced",
+                                                     "start": "initial"}),
+                    train, test, params0, log=log, quiet=quiet)
+        if pre.interrupted:
+            return pre
+        start = {"formulation": "reduced", "solver_status": pre.metrics["solver_status"],
+                 "iterations": pre.metrics["iterations"], "kkt_residual": pre.metrics["kkt_residual"],
+                 "wall_time_s": pre.metrics["wall_time_s"]}
+        params0, t_nlp = pre.params, time.perf_counter()
     full = opts["formulation"] == "full"
     structured = (opts["derivatives"] == "structured" and (problem.family == "net" or problem.tableau.explicit)
                   and (not full or opts["stages"] != "variables"))
@@ -111,7 +136,7 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
             nlp_opts = structured_derivatives(nlp)
         elif opts["hessian"] == "exact":
             nlp_opts = {"hess_lag": ReducedHessian(nlp).callback()}
-    build_nlp = time.perf_counter() - t_start
+    build_nlp = time.perf_counter() - t_nlp
     if not quiet:
         log(f"casadi: {opts['formulation']} NLP, {nlp.x.shape[0]} variables, {nlp.g.shape[0]} constraints, "
             f"stages {nlp.stages}, hessian {opts['hessian']}, tol {opts['tol']:g}")
@@ -152,6 +177,8 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
         "n_variables": int(nlp.x.shape[0]),
         "n_constraints": int(nlp.g.shape[0]),
     }
+    if start is not None:
+        metrics["start"] = start
     if not quiet:
         log(f"casadi: {out.status} after {out.iterations} iterations, E = {out.f:.12e}, "
             f"KKT residual {kkt:.2e}, constraint violation {viol:.2e}, "

@@ -83,7 +83,8 @@ def _default_solver(backend):
 
 def solver_options(a) -> dict:
     opts = {}
-    for key in ("tol", "hessian", "formulation", "lr", "eval_every", "progress_every", "checkpoint_every", "gradient"):
+    for key in ("tol", "hessian", "formulation", "start", "lr", "eval_every", "progress_every", "checkpoint_every",
+                "gradient"):
         v = getattr(a, key, None)
         if v is not None:
             opts[key] = v
@@ -100,6 +101,9 @@ def add_solver_arguments(p):
     g.add_argument("--formulation", choices=("full", "reduced"),
                    help="casadi: full-space NLP (states as variables, costates = multipliers; default) or reduced NLP "
                         "(single shooting, exact Hessian by the second-order adjoint; faster for large m·N)")
+    g.add_argument("--start", choices=("initial", "reduced"),
+                   help="casadi ipopt, full-space: start at the initial parameters (states by forward simulation; "
+                        "default) or solve the reduced NLP first and start at its solution")
     g.add_argument("--lr", type=float, help="adam/lbfgs learning rate")
     g.add_argument("--gradient", choices=("adjoint", "autograd"), help="torch: gradient used by the optimiser")
     g.add_argument("--eval-every", type=int, help="record test objective/accuracies every k iterations")

@@ -136,7 +136,8 @@ def optimise(
     counts those already done when resuming). Ctrl-C returns the current point, interrupted."""
     name = problem.solver.name
     opts = {**COMMON, **DEFAULTS[name], **dict(problem.solver.options)}
-    unknown = set(problem.solver.options) - set(COMMON) - set(DEFAULTS[name]) - {"tol", "hessian", "formulation", "max_iter"}
+    casadi_only = {"tol", "hessian", "formulation", "start", "max_iter"}
+    unknown = set(problem.solver.options) - set(COMMON) - set(DEFAULTS[name]) - casadi_only
     if unknown:
         raise OcdlError(f"solver.options: unknown for {name!r}: {', '.join(sorted(unknown))}")
     obj.gradient = opts["gradient"]
