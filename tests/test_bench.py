@@ -70,3 +70,16 @@ def test_scaling_literal_protocol_keeps_the_benchmark_settings():
     assert not const and p == problem(1000, 80, 0.1, "euler", formulation="reduced", max_iter=100)
     p, const = scaling_problem(args, "m", 250, "reduced", 0)
     assert not const and p == problem(250, 15, 0.1, "euler", formulation="reduced", max_iter=100)
+
+
+def test_bench_solve_reports_the_full_space_from_the_reduced_start(capsys):
+    rc = main(["bench", "solve", "--n", "30", "--layers", "2", "--tableaux", "euler", "--no-torch", "--no-bvp", "--json"])
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert rc == 0
+    by = {r["formulation"]: r for r in rows}
+    assert set(by) == {"full", "reduced", "full-from-reduced"}
+    fr, red = by["full-from-reduced"], by["reduced"]
+    assert all(r["status"] == "Solve_Succeeded" and r["kkt"] <= 1e-10 for r in rows)
+    # both phases counted: the reduced solve's iterations and time are part of the row
+    assert fr["iterations"] >= red["iterations"] and fr["solve_s"] > 0
+    assert abs(fr["objective"] - red["objective"]) <= 1e-12 * abs(red["objective"])

@@ -122,6 +122,7 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
             return pre
         start = {"formulation": "reduced", "solver_status": pre.metrics["solver_status"],
                  "iterations": pre.metrics["iterations"], "kkt_residual": pre.metrics["kkt_residual"],
+                 "build_time_s": pre.metrics["build_time_s"], "solve_time_s": pre.metrics["solve_time_s"],
                  "wall_time_s": pre.metrics["wall_time_s"]}
         params0, t_nlp = pre.params, time.perf_counter()
     full = opts["formulation"] == "full"
