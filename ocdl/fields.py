@@ -22,8 +22,11 @@ Works for NumPy arrays and torch tensors alike (``xp`` from :mod:`ocdl.xp`).
 
 from __future__ import annotations
 
+from functools import partial
+
 from ocdl.activations import Activation
 from ocdl.errors import OcdlError
+from ocdl.xp import dsigma_mul_fn
 
 
 class _Field:
@@ -32,6 +35,10 @@ class _Field:
     def __init__(self, act: Activation, xp):
         self.act = act
         self.xp = xp
+        # σ and (Z, S, M) ↦ σ'(Z) ⊙ M bound once for this namespace (the sweeps call them per
+        # stage); tanh is the namespace's own xp.tanh
+        self.sigma = xp.tanh if act.name == "tanh" else partial(act.sigma, xp=xp)
+        self.dsigma_mul = dsigma_mul_fn(act, xp)
 
     def __call__(self, Y, K, beta):
         """(F, Z, S): F = f(Y, (K, β)), Z = K Y + β 1ᵀ, S = σ(Z)."""
@@ -40,10 +47,6 @@ class _Field:
         Z = self.xp.affine(K, Y, beta)
         F, S = self.at(Z, K)
         return F, Z, S
-
-    def dsigma_mul(self, Z, S, M):
-        """σ'(Z) ⊙ M (S = σ(Z) lets the namespace use a cheaper or fused formula)."""
-        return self.xp.dsigma_mul(self.act, Z, S, M)
 
     def vjp_state(self, Y, Z, S, K, M, KT=None):
         """(Jᵀ M, D) with Jᵀ M = Kᵀ D (``KT``: Kᵀ, if at hand)."""
@@ -73,7 +76,7 @@ class SigmaField(_Field):
 
     def at(self, Z, K):
         """(F, S) from the pre-activation Z: S = σ(Z), F = S."""
-        S = self.act.sigma(Z, self.xp)
+        S = self.sigma(Z)
         return S, S
 
     def cotangent(self, Z, S, K, M):
@@ -88,7 +91,7 @@ class MonotoneField(_Field):
 
     def at(self, Z, K):
         """(F, S) from the pre-activation Z: S = σ(Z), F = −Kᵀ S."""
-        S = self.act.sigma(Z, self.xp)
+        S = self.sigma(Z)
         return -(K.T @ S), S
 
     def cotangent(self, Z, S, K, M):

@@ -143,3 +143,48 @@ def test_per_layer_stages_without_Y_are_the_stage_equations(name, family):
         assert float((Zs[i] - Z).abs().max()) <= 1e-14 * max(1.0, float(Z.abs().max()))
         assert float((Fs[i] - F).abs().max()) <= 1e-14 * max(1.0, float(F.abs().max()))
     assert net.stages(u, Y0, h, want_Y=False)[0] is None
+
+
+def test_torch_namespace_tanh_is_correctly_rounded_to_one_ulp():
+    """On the CPU outside autograd tanh runs NumPy's kernel: within 1 ulp of the correctly rounded
+    value (mpmath, 120 bits) over [−25, 25], tiny and subnormal arguments; inside autograd (and for
+    dtypes NumPy lacks) it is torch.tanh, with its derivative."""
+    import mpmath
+
+    from ocdl import xp as xp_mod
+
+    xp = xp_mod.torch()
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(3000) * 3, rng.uniform(-25, 25, 1000), 10.0 ** rng.uniform(-310, 0, 500),
+                        [0.0, -0.0, 1e-300, 19.0, 40.0, -40.0, np.inf, -np.inf]])
+    with mpmath.workprec(120):
+        ref = np.array([float(mpmath.tanh(mpmath.mpf(v))) if np.isfinite(v) else np.sign(v) for v in x])
+    ref = np.where(x == 0, x, ref)  # tanh(±0) = ±0
+    t = torch.tensor(x, dtype=torch.float64)
+    with torch.inference_mode():
+        got = xp.tanh(t).numpy()
+    ulp = np.abs(got - ref) / np.spacing(np.abs(ref))
+    assert ulp.max() <= 1.0 and np.array_equal(np.signbit(got), np.signbit(ref))
+    assert float((xp.tanh(t) - torch.tanh(t)).abs().max()) <= 2.3e-16
+    t = torch.tensor(x[:50], requires_grad=True)
+    (y,) = torch.autograd.grad(xp.tanh(t).sum(), t)
+    assert torch.allclose(y, 1 - torch.tanh(t.detach()) ** 2, rtol=0, atol=1e-15)
+    assert xp.tanh(torch.tensor([0.5], dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "relu", "softplus", "sin"])
+def test_dsigma_mul_maps_agree_across_namespaces(act):
+    """σ'(Z) ⊙ M: torch's fused kernel (tanh, sigmoid), the formula through S = σ(Z), and σ'(Z)
+    itself in NumPy give the same values."""
+    from ocdl import activations, xp as xp_mod
+
+    a = activations.get(act)
+    rng = np.random.default_rng(1)
+    Z, M = rng.standard_normal((2, 40)) * 2, rng.standard_normal((2, 40))
+    S = a.sigma(Z, xp_mod.NUMPY)
+    ref = a.dsigma(Z, xp_mod.NUMPY) * M
+    got_np = xp_mod.dsigma_mul_fn(a, xp_mod.NUMPY)(Z, S, M)
+    tz, ts, tm = (torch.tensor(v) for v in (Z, S, M))
+    got_t = xp_mod.dsigma_mul_fn(a, xp_mod.torch())(tz, ts, tm).numpy()
+    np.testing.assert_allclose(got_np, ref, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(got_t, ref, rtol=1e-13, atol=1e-15)

@@ -81,12 +81,14 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
             P_all = [None] * N
         field = net.field
         terms, w = _backward_terms(net, form)
-        cotangent, add_rowsum_, want_h = field.cotangent, net.xp.add_rowsum_, "h" in grads
-        K_extra = field.has_K_extra
+        cotangent, want_h = field.cotangent, "h" in grads
+        K_extra, per_stage, is_net = field.has_K_extra, net.per_stage, prob.family == "net"
         KT = params["K"].transpose(-1, -2).contiguous().unbind(0)  # K_jᵀ (or K_{j,i}ᵀ), contiguous for the products
+        gKs, gbs = gK.unbind(0), gb.unbind(0)  # per-layer views of the accumulators
+        ones = net.xp.ones(Y0.shape[1], Y0)  # ∂E/∂β_j = h D_w 1
         for j in range(N - 1, -1, -1):
             y = states[j]
-            if prob.family == "net":  # y⁺ = σ(K y + β): p = Kᵀ(σ' ⊙ p⁺)
+            if is_net:  # y⁺ = σ(K y + β): p = Kᵀ(σ' ⊙ p⁺)
                 K, beta = u[j][0]
                 _, Z, S = field(y, K, beta)
                 p_in = p
@@ -98,7 +100,7 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
             h = hs[j]
             Ys, Fs, Zs, Ss = last if j == N - 1 and last is not None else net.stages(u[j], y, h, want_Y=net.per_stage)
             Ps, Ds = [None] * s, [None] * s
-            if net.per_stage:
+            if per_stage:
                 KTj = KT[j].unbind(0)
                 for i in range(s - 1, -1, -1):
                     # P_i = c_i p^[j+1] + h Σ_l coef_il K_lᵀ D_l  (J_lᵀ P_l = K_lᵀ D_l), one fused product per term
@@ -119,7 +121,7 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
                 # and, as Y_i = y^[j] + h Σ_l a_il F_l and Σ_{l>i} w_l a_li D_l = w_i G_i,
                 #   ∂E/∂K_j = h Σ_i w_i D_i Y_iᵀ = h D_w y^[j]ᵀ + h² Σ_i w_i G_i F_iᵀ,   D_w = Σ_i w_i D_i,
                 #   ∂E/∂β_j = h D_w 1,   p^[j] = p^[j+1] + h Kᵀ D_w   (Y_i are never formed).
-                K, KTj, gKj = u[j][0][0], KT[j], gK[j]
+                K, KTj, gKj = u[j][0][0], KT[j], gKs[j]
                 Dw = None  # Σ_i (w_i / w_s) D_i; the factor w_s goes into the products' α below
                 for i in range(s - 1, -1, -1):
                     c0, tm = terms[i]
@@ -131,7 +133,13 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
                             G = torch.add(G, Ds[l], alpha=coef)
                     else:
                         G = None
-                    Ps[i] = Pi = _scaled(p, c0) if G is None else torch.addmm(p, KTj, G, beta=c0, alpha=h * g)
+                    if G is None:
+                        Pi = _scaled(p, c0)
+                    elif c0 == 1.0:
+                        Pi = torch.addmm(p, KTj, G, alpha=h * g)
+                    else:
+                        Pi = torch.addmm(p, KTj, G, beta=c0, alpha=h * g)
+                    Ps[i] = Pi
                     Ds[i] = D = cotangent(Zs[i], Ss[i], K, Pi)
                     if G is not None:
                         gKj.addmm_(G, Fs[i].T, alpha=h * h * w[i] * g)
@@ -142,7 +150,7 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
                         gh[j] = gh[j] + w[i] * torch.vdot(Pi.flatten(), Fs[i].flatten())
                 hw = h * w[-1]
                 gKj.addmm_(Dw, y.T, alpha=hw)
-                add_rowsum_(gb[j], Dw, hw)
+                gbs[j].addmv_(Dw, ones, alpha=hw)
                 p = torch.addmm(p, KTj, Dw, alpha=hw)
             if return_costates:
                 p_all[j] = p
