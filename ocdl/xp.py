@@ -60,7 +60,7 @@ class _Numpy:
 
 
 class _Torch:
-    def __init__(self):
+    def __init__(self, numpy_tanh: bool = True):
         import torch
 
         self.t = torch
@@ -71,6 +71,10 @@ class _Torch:
         self.cos = torch.cos
         self.relu = torch.relu
         self._ones = {}
+        self._numpy_tanh = _numpy_tanh_function(torch)
+        self._numpy_dtypes = (torch.float64, torch.float32)
+        if not numpy_tanh:  # plain torch kernels (the benchmark's reference for autograd)
+            self.tanh = torch.tanh
         # σ'(Z) ⊙ M as one kernel, from S = σ(Z) (see dsigma_mul_fn): (M, S) ↦ M ⊙ (1 − S²), M ⊙ S(1 − S)
         self.fused_dsigma = {"tanh": torch.ops.aten.tanh_backward.default,
                              "sigmoid": torch.ops.aten.sigmoid_backward.default}
@@ -79,14 +83,17 @@ class _Torch:
         return (x > 0).to(x.dtype)
 
     def tanh(self, x):
-        """tanh x. On the CPU outside autograd by NumPy's SIMD kernel (within 1 ulp, as torch's;
-        6.0 vs 10.8 µs for 2 000 float64 values here, and tanh is most of a sweep's arithmetic);
-        on other devices, in autograd and for other dtypes torch.tanh."""
-        if x.requires_grad or x.device.type != "cpu" or x.dtype not in (self.t.float64, self.t.float32):
-            return self.t.tanh(x)
-        out = self.t.empty_like(x)
-        np.tanh(x.numpy(), out=out.numpy())
-        return out
+        """tanh x. On the CPU (float64, float32) by NumPy's SIMD kernel — within 1 ulp, as torch's,
+        6.0 vs 10.8 µs for 2 000 float64 values here, and tanh is most of a sweep's arithmetic —
+        in autograd too (:class:`_NumpyTanh`), so that every gradient path differentiates the same
+        rounded forward map; elsewhere torch.tanh."""
+        if x.is_cpu and x.dtype in self._numpy_dtypes:
+            if x.requires_grad:
+                return self._numpy_tanh.apply(x)
+            out = self.t.empty_like(x)
+            np.tanh(x.numpy(), out=out.numpy())
+            return out
+        return self.t.tanh(x)
 
     def zeros_like(self, x):
         return self.t.zeros_like(x)
@@ -147,6 +154,27 @@ class _Casadi:
         return self.ca.fmin(self.ca.fmax(x, lo), hi)
 
 
+def _numpy_tanh_function(torch):
+    """tanh as a torch.autograd.Function on NumPy's kernel: S = tanh Z forward (into a
+    torch-allocated tensor, which torch's memory accounting sees), Z̄ = S̄ ⊙ (1 − S²) backward by
+    torch's fused tanh_backward (itself differentiable, so higher derivatives work)."""
+
+    class _NumpyTanh(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            out = torch.empty_like(x)
+            np.tanh(x.detach().numpy(), out=out.numpy())
+            ctx.save_for_backward(out)
+            return out
+
+        @staticmethod
+        def backward(ctx, g):
+            (out,) = ctx.saved_tensors
+            return torch.ops.aten.tanh_backward(g, out)
+
+    return _NumpyTanh
+
+
 def dsigma_mul_fn(act, xp):
     """The map (Z, S, M) ↦ σ'(Z) ⊙ M in namespace ``xp``, given S = σ(Z): one fused kernel where
     the namespace has one, else σ' written through S where cheaper (tanh, sigmoid), else σ'(Z)."""
@@ -162,11 +190,12 @@ NUMPY = _Numpy()
 _cache: dict = {}
 
 
-def torch():
-    """The PyTorch namespace (imported lazily)."""
-    if "torch" not in _cache:
-        _cache["torch"] = _Torch()
-    return _cache["torch"]
+def torch(numpy_tanh: bool = True):
+    """The PyTorch namespace (imported lazily); ``numpy_tanh=False``: torch.tanh throughout."""
+    key = "torch" if numpy_tanh else "torch-plain"
+    if key not in _cache:
+        _cache[key] = _Torch(numpy_tanh)
+    return _cache[key]
 
 
 def casadi():

@@ -10,9 +10,13 @@ def test_bench_gradient_reports(capsys):
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
     g = out["gradient"]
-    for k in ("forward_s", "autograd_s", "adjoint_s", "adjoint_over_forward", "adjoint_over_autograd",
-              "autograd_saved_bytes", "adjoint_states_bytes"):
+    for k in ("forward_s", "autograd_s", "autograd_torch_s", "adjoint_s", "adjoint_over_forward", "adjoint_over_autograd",
+              "autograd_saved_bytes", "autograd_torch_saved_bytes", "adjoint_states_bytes", "autograd_torch_peak_bytes"):
         assert g[k] > 0
+    # the adjoint is compared with the faster of the two autograd variants
+    assert g["adjoint_over_autograd"] == g["adjoint_s"] / min(g["autograd_s"], g["autograd_torch_s"])
+    # both autograd variants keep the same tensors (the NumPy tanh's Function saves its output, as torch's tanh)
+    assert g["autograd_torch_saved_bytes"] == g["autograd_saved_bytes"]
     # the adjoint keeps the N+1 layer states only: (N+1)·d·m float64 values
     assert g["adjoint_states_bytes"] == 4 * 2 * 50 * 8
     # peak memory during a gradient: at least what is kept between the sweeps, and the forward

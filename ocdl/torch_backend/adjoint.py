@@ -82,6 +82,9 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
         field = net.field
         terms, w = _backward_terms(net, form)
         cotangent, want_h = field.cotangent, "h" in grads
+        # SigmaField (no K_extra): the cotangent is σ'(Z) ⊙ P, called directly
+        dsigma_mul = field.dsigma_mul
+        plan = _layer_plan(terms, w)
         K_extra, per_stage, is_net = field.has_K_extra, net.per_stage, prob.family == "net"
         KT = params["K"].transpose(-1, -2).contiguous().unbind(0)  # K_jᵀ (or K_{j,i}ᵀ), contiguous for the products
         gKs, gbs = gK.unbind(0), gb.unbind(0)  # per-layer views of the accumulators
@@ -121,14 +124,13 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
                 # and, as Y_i = y^[j] + h Σ_l a_il F_l and Σ_{l>i} w_l a_li D_l = w_i G_i,
                 #   ∂E/∂K_j = h Σ_i w_i D_i Y_iᵀ = h D_w y^[j]ᵀ + h² Σ_i w_i G_i F_iᵀ,   D_w = Σ_i w_i D_i,
                 #   ∂E/∂β_j = h D_w 1,   p^[j] = p^[j+1] + h Kᵀ D_w   (Y_i are never formed).
-                K, KTj, gKj = u[j][0][0], KT[j], gKs[j]
+                K, KTj, gKj, hh = u[j][0][0], KT[j], gKs[j], h * h
                 Dw = None  # Σ_i (w_i / w_s) D_i; the factor w_s goes into the products' α below
-                for i in range(s - 1, -1, -1):
-                    c0, tm = terms[i]
-                    if len(tm) == 1:  # G_i = g D_l, the factor g carried in the products' α
-                        G, g = Ds[tm[0][0]], tm[0][1]
+                for i, c0, l1, tm, g, wi, wg, wr in plan:
+                    if l1 is not None:  # G_i = g D_l (a single term), the factor g carried in the products' α
+                        G = Ds[l1]
                     elif tm:
-                        G, g = Ds[tm[0][0]] * tm[0][1], 1.0
+                        G = Ds[tm[0][0]] * tm[0][1]
                         for l, coef in tm[1:]:
                             G = torch.add(G, Ds[l], alpha=coef)
                     else:
@@ -140,14 +142,14 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
                     else:
                         Pi = torch.addmm(p, KTj, G, beta=c0, alpha=h * g)
                     Ps[i] = Pi
-                    Ds[i] = D = cotangent(Zs[i], Ss[i], K, Pi)
+                    Ds[i] = D = cotangent(Zs[i], Ss[i], K, Pi) if K_extra else dsigma_mul(Zs[i], Ss[i], Pi)
                     if G is not None:
-                        gKj.addmm_(G, Fs[i].T, alpha=h * h * w[i] * g)
+                        gKj.addmm_(G, Fs[i].T, alpha=hh * wg)
                     if K_extra:
-                        field.vjp_K_extra_(gKj, Ss[i], Pi, h * w[i])
-                    Dw = D if Dw is None else torch.add(Dw, D, alpha=w[i] / w[-1])
+                        field.vjp_K_extra_(gKj, Ss[i], Pi, h * wi)
+                    Dw = D if Dw is None else torch.add(Dw, D, alpha=wr)
                     if want_h:
-                        gh[j] = gh[j] + w[i] * torch.vdot(Pi.flatten(), Fs[i].flatten())
+                        gh[j] = gh[j] + wi * torch.vdot(Pi.flatten(), Fs[i].flatten())
                 hw = h * w[-1]
                 gKj.addmm_(Dw, y.T, alpha=hw)
                 gbs[j].addmv_(Dw, ones, alpha=hw)
@@ -165,6 +167,18 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
     if prob.family != "net":
         costates["P"] = torch.stack(P_all).transpose(-1, -2)
     return E, grads, costates
+
+
+def _layer_plan(terms, w):
+    """Per stage i = s, …, 1 (the order of the backward sweep), for the per-layer path:
+    (i, c_i, l, terms, g, w_i, w_i g, w_i / w_s) where G_i = g D_l has a single term l (else l is
+    None, g = 1 and G_i is formed from its terms, if any)."""
+    plan = []
+    for i in range(len(terms) - 1, -1, -1):
+        c0, tm = terms[i]
+        l1, g = tm[0] if len(tm) == 1 else (None, 1.0)
+        plan.append((i, c0, l1, tm, g, w[i], w[i] * g, w[i] / w[-1]))
+    return plan
 
 
 def _scaled(x, c: float):

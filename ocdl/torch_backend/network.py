@@ -38,10 +38,12 @@ class TorchNetwork:
     """A :class:`~ocdl.problem.Problem`'s network and objective on a torch device.
 
     Parameters are dicts of tensors with the keys and shapes of :mod:`ocdl.problem`; states are
-    d×m tensors (samples as columns).
+    d×m tensors (samples as columns). On the CPU, tanh runs NumPy's kernel in every path, autograd
+    included (:mod:`ocdl.xp`); ``numpy_tanh=False`` runs torch.tanh instead.
     """
 
-    def __init__(self, problem: Problem, d: int, device: str | None = None, dtype: str | None = None):
+    def __init__(self, problem: Problem, d: int, device: str | None = None, dtype: str | None = None,
+                 numpy_tanh: bool = True):
         self.problem = problem
         self.d = d
         self.device = resolve_device(device or problem.device)
@@ -62,7 +64,7 @@ class TorchNetwork:
         At = tab.partner_A
         # Partner coefficients for the backward sweep: P_i = p^[j+1] + h Σ_l (b_l − ã_il) J_lᵀ P_l.
         self.partner_coef = None if At is None else [[float(tab.b[l] - At[i, l]) for l in range(self.s)] for i in range(self.s)]
-        self.xp = xp_mod.torch()
+        self.xp = xp_mod.torch(numpy_tanh)  # numpy_tanh=False: torch.tanh (see ocdl.xp)
         self.field = fields.make(problem.family, problem.activation, self.xp)
         self.per_stage = problem.per_stage and problem.family != "net"
 
