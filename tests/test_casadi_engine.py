@@ -270,6 +270,20 @@ def test_lbfgs_hessian_runs():
     assert res.success and res.metrics["kkt_residual"] <= 1e-4
 
 
+def test_ipopt_factorises_on_one_blas_thread(monkeypatch):
+    """MUMPS's BLAS (CasADi's bundled OpenBLAS) runs on one thread after a solve, so that the
+    iteration path does not depend on the machine's core count."""
+    from ocdl.casadi_backend import ipopt
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    prob = small_problem(n=20, layers=2)
+    _solve(prob, formulation="full", tol=1e-6, max_iter=50)
+    threads = ipopt.single_threaded_blas()
+    if threads is None:
+        pytest.skip("this CasADi build has no bundled OpenBLAS")
+    assert threads == 1
+
+
 def test_sigint_becomes_a_stop_request_and_the_handler_is_restored():
     import os
     import signal

@@ -8,8 +8,11 @@ only at ``tol`` (or fails with IPOPT's status).
 
 from __future__ import annotations
 
+import ctypes
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import casadi as ca
 import numpy as np
@@ -101,8 +104,36 @@ def options(tol: float, max_iter: int, hessian: str, extra: dict | None = None) 
     return {"ipopt": ip, "print_time": False, "error_on_fail": False}
 
 
+_BLAS_THREADS_SET = False
+
+
+def single_threaded_blas() -> int | None:
+    """Run the BLAS under CasADi's IPOPT/MUMPS — CasADi's bundled OpenBLAS, which starts one thread
+    per core and which threadpoolctl does not see — on one thread; returns the thread count then
+    in force (None where the library is not found, e.g. another CasADi build).
+
+    MUMPS's fronts are small here: on the full-space euler bench two threads gave the same time
+    per iteration as one (0.297 against 0.306 s) at twice the CPU time, and a different iteration
+    path (85 against 93 iterations to the same minimiser) — a result that depended on the
+    machine's core count. One thread makes it the same on every machine. An explicit
+    ``OPENBLAS_NUM_THREADS`` in the environment is left as the user set it."""
+    global _BLAS_THREADS_SET
+    libs = sorted(Path(ca.__file__).parent.glob("libcasadi-tp-openblas*"))
+    if not libs:
+        return None
+    try:
+        lib = ctypes.CDLL(str(libs[0]))  # the copy IPOPT's plugin links (same soname: loaded once)
+        if not _BLAS_THREADS_SET and "OPENBLAS_NUM_THREADS" not in os.environ:
+            lib.openblas_set_num_threads(1)
+            _BLAS_THREADS_SET = True
+        return int(lib.openblas_get_num_threads())
+    except (OSError, AttributeError):
+        return None
+
+
 def solve(nlp: dict, x0, lbx, ubx, lbg, ubg, opts: dict, log=print, quiet=False, nlp_opts: dict | None = None):
     """Run IPOPT; returns (Outcome, build_time_s)."""
+    single_threaded_blas()
     t0 = time.perf_counter()
     nx, ng = nlp["x"].shape[0], nlp["g"].shape[0]
     cb = _Progress(nx, ng, log, quiet)
