@@ -32,6 +32,17 @@ def _hessians(prob, seed=0, scale=0.3):
     return ReducedHessian(nlp).hessian(theta), exact
 
 
+def _objective_and_gradient(prob, seed=0, scale=0.3):
+    """((E, ∇E) from the Hessian's sweeps, (E, ∇E) by CasADi's AD of the reduced NLP)."""
+    nlp, p0 = _reduced_nlp(prob)
+    theta = nlp.layout.pack(p0) + scale * np.random.default_rng(seed).standard_normal(nlp.layout.size)
+    if "h" in nlp.layout.keys:
+        sl = nlp.layout.slices["h"]
+        theta[sl] = np.abs(theta[sl]) + 0.05
+    f, g = ca.Function("fg", [nlp.theta], [nlp.f, ca.gradient(nlp.f, nlp.theta)])(theta)
+    return ReducedHessian(nlp).objective_and_gradient(theta), (float(f), np.array(g).reshape(-1))
+
+
 @pytest.mark.parametrize(
     "kw",
     [
@@ -52,6 +63,10 @@ def test_second_order_adjoint_equals_casadi_hessian(kw):
     assert H.shape == exact.shape
     assert np.array_equal(H, H.T)
     assert np.max(np.abs(H - exact)) <= 1e-12 * np.max(np.abs(exact))
+    # the objective and gradient that come with the same sweeps (IPOPT's grad_f)
+    (E, g), (E_ad, g_ad) = _objective_and_gradient(small_problem(**kw))
+    assert abs(E - E_ad) <= 1e-14 * abs(E_ad)
+    assert np.max(np.abs(g - g_ad)) <= 1e-12 * np.max(np.abs(g_ad))
 
 
 def test_second_order_adjoint_with_a_fixed_classifier():
@@ -71,6 +86,7 @@ def test_second_order_adjoint_is_wrong_when_a_term_is_dropped():
     evaluate = rh.loss_derivs._eval
     # p^[N] = 0, so every p^[j] = 0 and Q_j = ∇²(p^[j+1]ᵀ Ψ_j) = 0: no curvature of the layers
     rh.loss_derivs._eval = lambda: (evaluate(), rh.loss_derivs.res[0].fill(0.0))
+    rh._last = None  # evaluate again (not the Hessian cached for this θ)
     H_gn = rh.hessian(theta)
     assert np.max(np.abs(H - H_gn)) > 1e-6 * np.max(np.abs(H))
 
@@ -104,3 +120,18 @@ def test_hess_lag_callback_is_the_scaled_upper_triangle():
     out = rh.callback()(ca.DM(theta), ca.DM(0, 1), 0.7, ca.DM.zeros(nlp.g.shape[0]))
     assert out.sparsity() == ca.Sparsity.upper(theta.size)
     assert np.array_equal(np.array(out), np.triu(0.7 * rh.hessian(theta)))
+
+
+def test_grad_f_callback_gives_E_and_its_gradient_and_keeps_the_hessian():
+    """IPOPT's ``grad_f`` (in place): (E, ∇E) from the Hessian's sweeps; the Hessian at the same
+    θ is then not recomputed."""
+    prob = small_problem(tableau="rk4", time_steps="learned")
+    nlp, p0 = _reduced_nlp(prob)
+    rh = ReducedHessian(nlp)
+    theta = nlp.layout.pack(p0)
+    f, g = rh.gradient_callback()(ca.DM(theta), ca.DM(0, 1))
+    E, grad = rh.objective_and_gradient(theta)
+    assert float(f) == E and np.array_equal(np.array(g).reshape(-1), grad)
+    H = rh.hessian(theta)
+    assert rh.hessian(theta) is H  # cached for the same θ
+    assert rh.hessian(theta + 1e-3) is not H

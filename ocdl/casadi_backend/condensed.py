@@ -97,18 +97,22 @@ class ReducedHessian:
         zeta = ls["zeta"]
         self.cidx = ls["cidx"]
         self.nz = zeta.shape[0]
+        # per sample: ∂ℓ/∂y, ∇²_ζ ℓ; summed over the samples: ℓ and ∂ℓ/∂(trained W, μ)
         self.loss_derivs = _InPlace(compiled(ca.Function(
             "loss_dH", [ls["y"], ls["W"], ls["mu"], ls["c"]],
-            [ca.gradient(ls["loss"], ls["y"]), ca.densify(ca.hessian(ls["loss"], zeta)[0])]), jit), m, shared=(1, 2))
+            [ca.gradient(ls["loss"], ls["y"]), ca.densify(ca.hessian(ls["loss"], zeta)[0]), ls["loss"],
+             ca.densify(ca.gradient(ls["loss"], zeta)[d:])]), jit), m, shared=(1, 2), summed=(2, 3))
         th = ca.SX.sym("theta", L.size)
-        self.HR = np.array(ca.evalf(ca.substitute(
-            ca.hessian(net.regulariser_function(nlp.base)(th), th)[0], th, ca.DM.zeros(L.size))))
+        self.R = net.regulariser_function(nlp.base)
+        self.gradR = net.regulariser_gradient_function(nlp.base)
+        self.HR = np.array(ca.evalf(ca.substitute(ca.hessian(self.R(th), th)[0], th, ca.DM.zeros(L.size))))
         # two tangent buffers Ṡ^[j] (m × d × j·n_w), allocated once: the sweep runs at every IPOPT iteration
         N = nlp.problem.N
         self._buffers = [np.zeros(m * d * N * self.nw), np.zeros(m * d * N * self.nw)]
         self.order = np.concatenate([self.w_index(j) for j in range(nlp.problem.N)] + [self.cidx])
         assert np.array_equal(np.sort(self.order), np.arange(L.size)), "θ is not covered by the layers and classifier"
-        self._callback = None
+        self._callback = self._grad_callback = None
+        self._last = None  # (θ as bytes, E, ∇E, ∇²E) of the last evaluation
 
     def _w(self, theta, j):
         idx = self.w_index(j)
@@ -119,12 +123,29 @@ class ReducedHessian:
 
     def hessian(self, theta) -> np.ndarray:
         """∇²E(θ) (n_θ × n_θ, symmetric), block lower triangle by the Riccati form of the
-        second-order adjoint (module docstring), then mirrored.
+        second-order adjoint (module docstring), then mirrored."""
+        return self.evaluate(theta)[2]
 
-        Internally θ is ordered layer by layer, (w_0, …, w_{N−1}, c), so that Ṡ^[j] has nonzero
-        columns only for w_0 … w_{j−1} and is kept j·n_w wide."""
-        nlp, m, d, N = self.nlp, self.nlp.m, self.nlp.d, self.nlp.problem.N
+    def objective_and_gradient(self, theta):
+        """(E(θ), ∇E(θ)), from the same sweeps as the Hessian (which is kept for the next call)."""
+        E, g, _ = self.evaluate(theta)
+        return E, g
+
+    def evaluate(self, theta):
+        """(E, ∇E, ∇²E) at θ, the last one cached: IPOPT asks for ∇E and then ∇²E at each iterate.
+
+        The gradient comes with the Hessian's sweeps: ∇_{w_j} E = Σ_n B_jᵀ p^[j+1] (the costates
+        of the backward sweep), ∇_c E = Σ_n ∂ℓ/∂c, plus ∇R. Internally θ is ordered layer by layer,
+        (w_0, …, w_{N−1}, c), so that Ṡ^[j] has nonzero columns only for w_0 … w_{j−1} and is kept
+        j·n_w wide."""
         theta = np.asarray(theta, dtype=np.float64).reshape(-1)
+        key = theta.tobytes()
+        if self._last is None or self._last[0] != key:
+            self._last = (key, *self._evaluate(theta))
+        return self._last[1:]
+
+    def _evaluate(self, theta):
+        nlp, m, d, N = self.nlp, self.nlp.m, self.nlp.d, self.nlp.problem.N
         nth, nw, nc = theta.size, self.nw, self.cidx.size
         # forward sweep: the states y^[j]
         y = nlp.Y0.T.copy()  # samples as rows: CasADi's column-major d×m
@@ -138,17 +159,22 @@ class ReducedHessian:
         self.loss_derivs(states[N], W, mu, nlp.c)
         p = self.loss_derivs.res[0].copy()  # p^[N] = ∂ℓ/∂y^[N] (scaled like the objective)
         Lz = self.loss_derivs.matrices(1, self.nz, self.nz)
+        E = float(self.loss_derivs.res[2][0]) + float(self.R(theta))
+        G = np.zeros(nth)  # ∇E in the layer order
+        G[N * nw:] = self.loss_derivs.res[3]
         H = np.zeros((nth, nth))  # in the layer order
         # backward sweep (per sample, compiled): p^[j] = A_jᵀ p^[j+1], M^[N] = L_yy,
         # M^[j] = A_jᵀ M^[j+1] A_j + Q_yy, V_j = B_jᵀ M^[j+1] A_j + Q_wy, and the diagonal blocks
         M = Lz[:, :d, :d].copy()
         Vt, AB = [None] * N, [None] * N
         for j in range(N - 1, -1, -1):
+            p_next = p.reshape(m, d)
             p, M, V, At, Bt, Hjj = self.riccati(states[j], self._w(theta, j), self._h(theta, j), p, M)
             p, M = p.copy(), M.copy()
             Vt[j] = V.reshape(m * d, nw).copy()  # row n·d + k: V_j[:, k] of sample n
             AB[j] = (At.reshape(m, d, d).copy(), Bt.reshape(m, d, nw).copy())  # A_j, B_j, C-ordered
             r = slice(j * nw, (j + 1) * nw)
+            G[r] = np.einsum("nkw,nk->w", AB[j][1], p_next)  # Σ_n B_jᵀ p^[j+1]
             H[r, r] = Hjj.reshape(nw, nw)
         # forward tangents Ṡ^[j] (two buffers, each tangent contiguous): rows w_j = V_j Ṡ^[j]
         bufs = self._buffers
@@ -168,7 +194,15 @@ class ReducedHessian:
         H += np.tril(H, -1).T
         out = self.HR.copy()
         out[np.ix_(self.order, self.order)] += H
-        return out
+        g = np.array(self.gradR(theta)).reshape(-1)
+        g[self.order] += G
+        return E, g, out
+
+    def gradient_callback(self) -> ca.Function:
+        """IPOPT's ``grad_f``: x -> (E, ∇E), evaluated with the Hessian at the same x."""
+        if self._grad_callback is None:
+            self._grad_callback = _GradF(self, self.layout.size)
+        return self._grad_callback
 
     def callback(self) -> ca.Function:
         """IPOPT's ``hess_lag``: (x, p, λ_f, λ_g) -> the upper triangle of λ_f ∇²E (the
@@ -176,6 +210,44 @@ class ReducedHessian:
         if self._callback is None:
             self._callback = _HessLag(self, self.layout.size, self.nlp.g.shape[0])
         return self._callback
+
+
+class _GradF(ca.Callback):
+    def __init__(self, rh: ReducedHessian, nx: int):
+        ca.Callback.__init__(self)
+        self.rh, self.nx = rh, nx
+        self.construct("grad_f_reduced", {})
+
+    def get_n_in(self):
+        return 2
+
+    def get_n_out(self):
+        return 2
+
+    def get_name_in(self, i):
+        return ("x", "p")[i]
+
+    def get_name_out(self, i):
+        return ("f", "grad_f")[i]
+
+    def get_sparsity_in(self, i):
+        return (ca.Sparsity.dense(self.nx), ca.Sparsity(0, 1))[i]
+
+    def get_sparsity_out(self, i):
+        return (ca.Sparsity.scalar(), ca.Sparsity.dense(self.nx))[i]
+
+    def has_eval_buffer(self):
+        return True
+
+    def eval_buffer(self, arg, res):
+        x = np.frombuffer(arg[0], dtype=np.float64)
+        with threadpool_limits(limits=1, user_api="blas"):  # as in _HessLag
+            E, g = self.rh.objective_and_gradient(x)
+        if res[0] is not None:  # outputs the caller did not ask for come as NULL
+            np.frombuffer(res[0], dtype=np.float64)[0] = E
+        if res[1] is not None:
+            np.frombuffer(res[1], dtype=np.float64)[:] = g
+        return 0
 
 
 class _HessLag(ca.Callback):

@@ -135,8 +135,9 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
     if structured:
         if full:
             nlp_opts = structured_derivatives(nlp)
-        elif opts["hessian"] == "exact":
-            nlp_opts = {"hess_lag": ReducedHessian(nlp).callback()}
+        elif opts["hessian"] == "exact":  # ∇E comes with the Hessian's sweeps (one pass per iterate)
+            rh = ReducedHessian(nlp)
+            nlp_opts = {"grad_f": rh.gradient_callback(), "hess_lag": rh.callback()}
     build_nlp = time.perf_counter() - t_nlp
     if not quiet:
         log(f"casadi: {opts['formulation']} NLP, {nlp.x.shape[0]} variables, {nlp.g.shape[0]} constraints, "
