@@ -212,82 +212,69 @@ class ReducedHessian:
         return self._callback
 
 
-class _GradF(ca.Callback):
-    def __init__(self, rh: ReducedHessian, nx: int):
+class _BufferCallback(ca.Callback):
+    """An IPOPT callback evaluated on CasADi's buffers in place (no DM conversion), with named,
+    fixed-sparsity inputs and outputs, its BLAS on one thread: the products are small (threads
+    cost more than they give) and the result must not depend on the machine's thread count (the
+    problem is non-convex). Subclasses implement ``evaluate(arg, res)`` on the raw buffers."""
+
+    def __init__(self, name: str, inputs: dict, outputs: dict):
         ca.Callback.__init__(self)
-        self.rh, self.nx = rh, nx
-        self.construct("grad_f_reduced", {})
+        self._in, self._out = list(inputs.items()), list(outputs.items())
+        self.construct(name, {})
 
     def get_n_in(self):
-        return 2
+        return len(self._in)
 
     def get_n_out(self):
-        return 2
+        return len(self._out)
 
     def get_name_in(self, i):
-        return ("x", "p")[i]
+        return self._in[i][0]
 
     def get_name_out(self, i):
-        return ("f", "grad_f")[i]
+        return self._out[i][0]
 
     def get_sparsity_in(self, i):
-        return (ca.Sparsity.dense(self.nx), ca.Sparsity(0, 1))[i]
+        return self._in[i][1]
 
     def get_sparsity_out(self, i):
-        return (ca.Sparsity.scalar(), ca.Sparsity.dense(self.nx))[i]
+        return self._out[i][1]
 
     def has_eval_buffer(self):
         return True
 
     def eval_buffer(self, arg, res):
-        x = np.frombuffer(arg[0], dtype=np.float64)
-        with threadpool_limits(limits=1, user_api="blas"):  # as in _HessLag
-            E, g = self.rh.objective_and_gradient(x)
+        with threadpool_limits(limits=1, user_api="blas"):
+            self.evaluate(arg, res)
+        return 0
+
+
+class _GradF(_BufferCallback):
+    def __init__(self, rh: ReducedHessian, nx: int):
+        self.rh = rh
+        super().__init__("grad_f_reduced", {"x": ca.Sparsity.dense(nx), "p": ca.Sparsity(0, 1)},
+                         {"f": ca.Sparsity.scalar(), "grad_f": ca.Sparsity.dense(nx)})
+
+    def evaluate(self, arg, res):
+        E, g = self.rh.objective_and_gradient(np.frombuffer(arg[0], dtype=np.float64))
         if res[0] is not None:  # outputs the caller did not ask for come as NULL
             np.frombuffer(res[0], dtype=np.float64)[0] = E
         if res[1] is not None:
             np.frombuffer(res[1], dtype=np.float64)[:] = g
-        return 0
 
 
-class _HessLag(ca.Callback):
+class _HessLag(_BufferCallback):
     def __init__(self, rh: ReducedHessian, nx: int, ng: int):
-        ca.Callback.__init__(self)
-        self.rh, self.nx, self.ng = rh, nx, ng
-        self.sp_out = ca.Sparsity.upper(nx)
+        self.rh = rh
         self._tril = np.tril_indices(nx)
-        self.construct("hess_lag_reduced", {})
+        super().__init__("hess_lag_reduced",
+                         {"x": ca.Sparsity.dense(nx), "p": ca.Sparsity(0, 1), "lam_f": ca.Sparsity.scalar(),
+                          "lam_g": ca.Sparsity.dense(ng)},
+                         {"triu_hess_gamma_x_x": ca.Sparsity.upper(nx)})
 
-    def get_n_in(self):
-        return 4
-
-    def get_n_out(self):
-        return 1
-
-    def get_name_in(self, i):
-        return ("x", "p", "lam_f", "lam_g")[i]
-
-    def get_name_out(self, i):
-        return "triu_hess_gamma_x_x"
-
-    def get_sparsity_in(self, i):
-        return (ca.Sparsity.dense(self.nx), ca.Sparsity(0, 1), ca.Sparsity.scalar(), ca.Sparsity.dense(self.ng))[i]
-
-    def get_sparsity_out(self, i):
-        return self.sp_out
-
-    def has_eval_buffer(self):
-        return True
-
-    def eval_buffer(self, arg, res):
-        """Evaluated on CasADi's buffers in place (no DM conversion of the n_θ² entries)."""
-        x = np.frombuffer(arg[0], dtype=np.float64)
+    def evaluate(self, arg, res):
+        H = self.rh.hessian(np.frombuffer(arg[0], dtype=np.float64))
         lam_f = float(np.frombuffer(arg[2], dtype=np.float64)[0])
-        # one BLAS thread: the products are small (threads cost more than they give) and the
-        # result must not depend on the machine's thread count (the problem is non-convex)
-        with threadpool_limits(limits=1, user_api="blas"):
-            H = self.rh.hessian(x)
         # the upper triangle in column-major (CCS) order is H's lower triangle in row-major order
-        out = np.frombuffer(res[0], dtype=np.float64)
-        np.multiply(H[self._tril], lam_f, out=out)
-        return 0
+        np.multiply(H[self._tril], lam_f, out=np.frombuffer(res[0], dtype=np.float64))
