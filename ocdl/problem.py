@@ -39,7 +39,7 @@ TIME_STEPS = ("fixed", "learned", "simplex")
 LOSSES = ("squared", "logistic")
 PARAM_KEYS = ("K", "beta", "W", "mu", "h")
 BACKENDS = ("torch", "casadi")
-SOLVERS = {"torch": ("gd-armijo", "gd-lipschitz", "lbfgs", "adam"), "casadi": ("ipopt", "bvp")}
+SOLVERS = {"torch": ("gd-armijo", "gd-lipschitz", "lbfgs", "adam"), "casadi": ("ipopt", "sqp", "bvp")}
 DATASETS = ("donut1d", "donut2d", "spiral", "squares", "file")
 
 # family -> (forced tableau or None, default time steps)

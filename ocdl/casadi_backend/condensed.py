@@ -30,6 +30,8 @@ shared controls. The per-sample blocks come from the same SX layer as the NLP (:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import casadi as ca
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -84,12 +86,14 @@ class ReducedHessian:
         MB = ca.mtimes(Mn, B)
         # one backward Riccati step per sample, compiled: (p^[j], M^[j], V_j, A_jᵀ, B_jᵀ, and the
         # diagonal block B_jᵀ M^[j+1] B_j + Q_ww summed over the samples) from (y^[j], w_j, p^[j+1], M^[j+1])
+        # (and Q_yy, Q_ywᵀ for the lifted Newton step, :mod:`.lifted`)
         riccati = ca.Function("riccati", [y, w, hc, p, Mn], [
             ca.mtimes(A.T, p),
             ca.mtimes(A.T, ca.mtimes(Mn, A)) + Q[:d, :d],
             ca.mtimes(MB.T, A) + Q[d:, :d],
             A.T, B.T,
-            ca.mtimes(B.T, MB) + Q[d:, d:]])
+            ca.mtimes(B.T, MB) + Q[d:, d:],
+            Q[:d, :d], Q[:d, d:].T])
         jit = nlp.jit
         self.step = _InPlace(compiled(ca.Function("psi", [y, w, hc], [Psi]), jit), m, shared=(1, 2))
         self.riccati = _InPlace(compiled(riccati, jit), m, shared=(1, 2), summed=(5,))
@@ -145,34 +149,67 @@ class ReducedHessian:
         return self._last[1:]
 
     def _evaluate(self, theta):
-        nlp, m, d, N = self.nlp, self.nlp.m, self.nlp.d, self.nlp.problem.N
-        nth, nw, nc = theta.size, self.nw, self.cidx.size
-        # forward sweep: the states y^[j]
-        y = nlp.Y0.T.copy()  # samples as rows: CasADi's column-major d×m
-        states = [y]
-        for j in range(N):
-            y = self.step(y, self._w(theta, j), self._h(theta, j))[0].reshape(m, d).copy()
-            states.append(y)
-        L = self.layout
+        sw = self.sweep(theta)
+        return sw.E, sw.g, sw.H
+
+    def classifier(self, theta):
+        """(W, μ) at θ: the trained entries from θ, the fixed ones from the NLP's base."""
+        L, nlp = self.layout, self.nlp
         W = theta[L.slices["W"]] if "W" in L.keys else np.asarray(nlp.base["W"], dtype=np.float64).reshape(-1)
         mu = float(theta[L.slices["mu"]][0]) if "mu" in L.keys else float(np.asarray(nlp.base["mu"]).reshape(-1)[0])
+        return W, mu
+
+    def simulate(self, theta):
+        """The states y^[0..N] of the forward sweep at θ, each (m, d)."""
+        y = self.nlp.Y0.T.copy()  # samples as rows: CasADi's column-major d×m
+        states = [y]
+        for j in range(self.nlp.problem.N):
+            y = self.step(y, self._w(theta, j), self._h(theta, j))[0].reshape(self.m_d).copy()
+            states.append(y)
+        return states
+
+    @property
+    def m_d(self):
+        return (self.nlp.m, self.nlp.d)
+
+    def sweep(self, theta, states=None, p=None, keep_q=False) -> "Sweep":
+        """The Riccati sweeps at θ.
+
+        By default the states come from the forward sweep and the costates from the backward
+        one, p^[j] = A_jᵀ p^[j+1]: then ``H`` is ∇²E(θ) and ``g`` is ∇E(θ). Given ``states``
+        (y^[0..N], each (m, d)) and ``p`` (p^[1..N], each (m, d); ``p[j]`` is p^[j+1] and enters
+        layer j's Q_j = ∇²(p^[j+1]ᵀ Ψ_j)), the same formulas give the condensed Hessian Zᵀ ∇²L Z
+        of the full-space Lagrangian at (x, λ = −p), Z = [I; S] the null space of the linearised
+        layer equations (:mod:`.lifted`), and ``g`` = ∇R + Σ_n B_jᵀ p^[j+1] (+ ∂ℓ/∂c), its
+        θ-part of ∇_x L. ``keep_q`` keeps Q_yy and Q_yw per layer and sample."""
+        nlp, m, d, N = self.nlp, self.nlp.m, self.nlp.d, self.nlp.problem.N
+        nth, nw, nc = theta.size, self.nw, self.cidx.size
+        states = self.simulate(theta) if states is None else states
+        W, mu = self.classifier(theta)
         self.loss_derivs(states[N], W, mu, nlp.c)
-        p = self.loss_derivs.res[0].copy()  # p^[N] = ∂ℓ/∂y^[N] (scaled like the objective)
+        dldy = self.loss_derivs.res[0].reshape(m, d).copy()  # ∂ℓ/∂y^[N] (scaled like the objective)
         Lz = self.loss_derivs.matrices(1, self.nz, self.nz)
-        E = float(self.loss_derivs.res[2][0]) + float(self.R(theta))
+        loss = float(self.loss_derivs.res[2][0])
+        R = float(self.R(theta))
         G = np.zeros(nth)  # ∇E in the layer order
-        G[N * nw:] = self.loss_derivs.res[3]
+        dldc = self.loss_derivs.res[3].copy()  # ∂ℓ/∂c (the trained entries of W, μ), summed
+        G[N * nw:] = dldc
         H = np.zeros((nth, nth))  # in the layer order
         # backward sweep (per sample, compiled): p^[j] = A_jᵀ p^[j+1], M^[N] = L_yy,
         # M^[j] = A_jᵀ M^[j+1] A_j + Q_yy, V_j = B_jᵀ M^[j+1] A_j + Q_wy, and the diagonal blocks
         M = Lz[:, :d, :d].copy()
-        Vt, AB = [None] * N, [None] * N
+        Vt, AB, Atp, Qs = [None] * N, [None] * N, [None] * N, [None] * N
+        pk = dldy
         for j in range(N - 1, -1, -1):
-            p_next = p.reshape(m, d)
-            p, M, V, At, Bt, Hjj = self.riccati(states[j], self._w(theta, j), self._h(theta, j), p, M)
-            p, M = p.copy(), M.copy()
+            p_next = pk if p is None else p[j]
+            pj, M, V, At, Bt, Hjj, Qyy, Qyw = self.riccati(states[j], self._w(theta, j), self._h(theta, j),
+                                                          p_next, M)
+            pk, M = pj.reshape(m, d).copy(), M.copy()
+            Atp[j] = pk  # A_jᵀ p^[j+1]
             Vt[j] = V.reshape(m * d, nw).copy()  # row n·d + k: V_j[:, k] of sample n
             AB[j] = (At.reshape(m, d, d).copy(), Bt.reshape(m, d, nw).copy())  # A_j, B_j, C-ordered
+            if keep_q:
+                Qs[j] = (Qyy.reshape(m, d, d).copy(), Qyw.reshape(m, d, nw).copy())
             r = slice(j * nw, (j + 1) * nw)
             G[r] = np.einsum("nkw,nk->w", AB[j][1], p_next)  # Σ_n B_jᵀ p^[j+1]
             H[r, r] = Hjj.reshape(nw, nw)
@@ -196,7 +233,8 @@ class ReducedHessian:
         out[np.ix_(self.order, self.order)] += H
         g = np.array(self.gradR(theta)).reshape(-1)
         g[self.order] += G
-        return E, g, out
+        return Sweep(theta=theta, E=loss + R, loss=loss, R=R, g=g, H=out, states=states, dldy=dldy, dldc=dldc, Lz=Lz,
+                     A=[a for a, _ in AB], B=[b for _, b in AB], Atp=Atp, Q=Qs)
 
     def gradient_callback(self) -> ca.Function:
         """IPOPT's ``grad_f``: x -> (E, ∇E), evaluated with the Hessian at the same x."""
@@ -210,6 +248,27 @@ class ReducedHessian:
         if self._callback is None:
             self._callback = _HessLag(self, self.layout.size, self.nlp.g.shape[0])
         return self._callback
+
+
+@dataclass
+class Sweep:
+    """What one :meth:`ReducedHessian.sweep` computes (per-sample arrays have m rows):
+    E = loss + R at θ; g (θ order); H (θ order, n_θ × n_θ); states y^[0..N]; dldy = ∂ℓ/∂y^[N];
+    dldc = Σ_n ∂ℓ/∂c; Lz = ∇²_ζ ℓ; A[j] = ∂Ψ_j/∂y, B[j] = ∂Ψ_j/∂w_j; Atp[j] = A_jᵀ p^[j+1]; Q[j] = (Q_yy, Q_yw) or None."""
+    theta: np.ndarray
+    E: float
+    loss: float
+    R: float
+    g: np.ndarray
+    H: np.ndarray
+    states: list
+    dldy: np.ndarray
+    dldc: np.ndarray
+    Lz: np.ndarray
+    A: list
+    B: list
+    Atp: list
+    Q: list
 
 
 class _BufferCallback(ca.Callback):

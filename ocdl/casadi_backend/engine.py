@@ -13,6 +13,7 @@ from ocdl import problem as problem_mod
 from ocdl.casadi_backend import costates as costates_mod, ipopt
 from ocdl.casadi_backend.condensed import ReducedHessian
 from ocdl.casadi_backend.derivatives import structured_derivatives
+from ocdl.casadi_backend.lifted import LiftedSQP
 from ocdl.casadi_backend.network import jit_available
 from ocdl.casadi_backend.nlp import FORMULATIONS, STAGES, NetworkNLP
 from ocdl.data import lift
@@ -64,12 +65,30 @@ def engine_options(problem) -> dict:
     start = o.get("start", "initial")
     if start not in STARTS:
         raise OcdlError(f"solver.options.start: {start!r} is not one of {', '.join(STARTS)}")
+    if problem.solver.name == "sqp":
+        _check_sqp(problem, o, hessian, stages, formulation)
     if start == "reduced" and (problem.solver.name != "ipopt" or formulation != "full"):
         raise OcdlError("solver.options.start = 'reduced' starts the full-space IPOPT solve at the reduced NLP's "
                         "solution; it needs --solver ipopt --formulation full")
     return {"tol": float(tol), "hessian": hessian, "formulation": formulation, "stages": stages,
             "max_iter": max_iter, "ipopt": dict(extra), "derivatives": derivatives,
             "jit": jit, "start": start}
+
+
+def _check_sqp(problem, o, hessian, stages, formulation):
+    """What the trust-region SQP with condensed steps (:mod:`.lifted`) needs."""
+    if problem.family != "net" and not problem.tableau.explicit:
+        raise OcdlError(f"--solver sqp needs an explicit tableau; {problem.tableau.name!r} is implicit (use ipopt)")
+    if problem.time_steps == "simplex":
+        raise OcdlError("--solver sqp does not handle the simplex constraint on learned step sizes (use ipopt)")
+    if hessian != "exact":
+        raise OcdlError("--solver sqp uses the exact Hessian; --hessian lbfgs is for ipopt")
+    if formulation == "full" and stages == "variables":
+        raise OcdlError("--solver sqp eliminates the stages; stages = 'variables' is for ipopt")
+    if o.get("derivatives", "structured") != "structured":
+        raise OcdlError("--solver sqp computes its derivatives by the Riccati sweeps; derivatives = 'casadi' is for ipopt")
+    if o.get("ipopt"):
+        raise OcdlError("solver.options.ipopt: IPOPT options given to --solver sqp")
 
 
 def _inputs(problem, train, params0):
@@ -96,8 +115,9 @@ def warn_well_posed(problem, tol, log):
 
 
 def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResult:
-    """Train ``problem`` with IPOPT (``solver.name = 'ipopt'``) or Newton on the Hamiltonian BVP
-    (``'bvp'``) from ``params0``; see :mod:`ocdl.casadi_backend`."""
+    """Train ``problem`` with IPOPT (``solver.name = 'ipopt'``), the trust-region SQP with condensed
+    steps (``'sqp'``, :mod:`.lifted`) or Newton on the Hamiltonian BVP (``'bvp'``) from ``params0``;
+    see :mod:`ocdl.casadi_backend`."""
     t_start = time.perf_counter()
     log = log or (lambda s: None)
     opts = engine_options(problem)
@@ -107,8 +127,8 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
         from ocdl.casadi_backend import bvp
 
         return bvp.solve(problem, Y0, c, params0, opts, log=log, quiet=quiet, t_start=t_start)
-    if problem.solver.name != "ipopt":
-        raise OcdlError(f"the CasADi engine has no solver {problem.solver.name!r} (ipopt, bvp)")
+    if problem.solver.name not in ("ipopt", "sqp"):
+        raise OcdlError(f"the CasADi engine has no solver {problem.solver.name!r} (ipopt, sqp, bvp)")
     start, t_nlp = None, t_start
     if opts["start"] == "reduced":
         # the reduced NLP first (same tolerance and options), then the full-space NLP from its
@@ -126,13 +146,15 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
                  "wall_time_s": pre.metrics["wall_time_s"]}
         params0, t_nlp = pre.params, time.perf_counter()
     full = opts["formulation"] == "full"
+    sqp = problem.solver.name == "sqp"
     structured = (opts["derivatives"] == "structured" and (problem.family == "net" or problem.tableau.explicit)
                   and (not full or opts["stages"] != "variables"))
     jit = structured and (opts["jit"] if opts["jit"] != "auto" else (jit_available() and Y0.shape[1] * problem.N >= 10_000))
     nlp = NetworkNLP(problem, Y0, c, params0, opts["formulation"], opts["stages"], jit=jit)
-    x0 = nlp.initial_guess(params0)
     nlp_opts = None
-    if structured:
+    if sqp:
+        method = LiftedSQP(nlp, lifted=full)
+    elif structured:
         if full:
             nlp_opts = structured_derivatives(nlp)
         elif opts["hessian"] == "exact":  # ∇E comes with the Hessian's sweeps (one pass per iterate)
@@ -141,12 +163,16 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
     build_nlp = time.perf_counter() - t_nlp
     if not quiet:
         log(f"casadi: {opts['formulation']} NLP, {nlp.x.shape[0]} variables, {nlp.g.shape[0]} constraints, "
-            f"stages {nlp.stages}, hessian {opts['hessian']}, tol {opts['tol']:g}")
-    out, build_solver = ipopt.solve(
-        {"x": nlp.x, "f": nlp.f, "g": nlp.g}, x0, nlp.lbx, nlp.ubx, nlp.lbg, nlp.ubg,
-        ipopt.options(opts["tol"], opts["max_iter"], opts["hessian"], opts["ipopt"]), log=log, quiet=quiet,
-        nlp_opts=nlp_opts if opts["hessian"] == "exact" else ({"jac_g": nlp_opts["jac_g"]} if full and nlp_opts else None),
-    )
+            f"stages {nlp.stages}, hessian {opts['hessian']}, tol {opts['tol']:g}, "
+            f"{'trust-region SQP, condensed steps' if sqp else 'IPOPT'}")
+    if sqp:
+        out, build_solver = method.solve(nlp.layout.pack(params0), opts["tol"], opts["max_iter"], log=log, quiet=quiet), 0.0
+    else:
+        out, build_solver = ipopt.solve(
+            {"x": nlp.x, "f": nlp.f, "g": nlp.g}, nlp.initial_guess(params0), nlp.lbx, nlp.ubx, nlp.lbg, nlp.ubg,
+            ipopt.options(opts["tol"], opts["max_iter"], opts["hessian"], opts["ipopt"]), log=log, quiet=quiet,
+            nlp_opts=nlp_opts if opts["hessian"] == "exact" else ({"jac_g": nlp_opts["jac_g"]} if full and nlp_opts else None),
+        )
     theta = out.x[: nlp.layout.size]
     params = nlp.layout.unpack(theta, base=params0)
     finite = bool(np.all(np.isfinite(out.x)))
@@ -156,12 +182,12 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
         costates = (costates_mod.from_multipliers(nlp, out.x, out.lam_g) if opts["formulation"] == "full"
                     else costates_mod.backward_sweep(nlp, theta))
     success = out.success and finite
-    message = "" if success else f"IPOPT did not converge: {out.status}"
+    message = "" if success else f"{'SQP' if sqp else 'IPOPT'} did not converge: {out.status}"
     if out.interrupted:
         message = "interrupted"
     if not finite:
         params = {k: np.array(v) for k, v in params0.items()}
-        message = f"IPOPT returned non-finite values ({out.status}); parameters reset to the initial ones"
+        message = f"{'SQP' if sqp else 'IPOPT'} returned non-finite values ({out.status}); parameters reset to the initial ones"
     metrics = {
         "solver_status": out.status,
         "kkt_residual": kkt,
@@ -175,6 +201,7 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
         "stages": nlp.stages,
         "hessian": opts["hessian"],
         "jit": bool(jit),
+        "solver": problem.solver.name,
         "tol": opts["tol"],
         "n_variables": int(nlp.x.shape[0]),
         "n_constraints": int(nlp.g.shape[0]),

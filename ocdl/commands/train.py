@@ -94,7 +94,7 @@ def solver_options(a) -> dict:
 def add_solver_arguments(p):
     g = p.add_argument_group("solver")
     g.add_argument("--backend", default="torch", choices=P.BACKENDS)
-    g.add_argument("--solver", help="torch: gd-armijo | gd-lipschitz | lbfgs | adam; casadi: ipopt | bvp")
+    g.add_argument("--solver", help="torch: gd-armijo | gd-lipschitz | lbfgs | adam; casadi: ipopt | sqp | bvp")
     g.add_argument("--iterations", type=int, help="iterations in total (default 1000; with --resume: the run's own)")
     g.add_argument("--tol", type=float, help="casadi: KKT tolerance (default 1e-10)")
     g.add_argument("--hessian", choices=("exact", "lbfgs"), help="casadi: Hessian of the Lagrangian")
