@@ -81,9 +81,25 @@ def test_bench_solve_reports_the_full_space_from_the_reduced_start(capsys):
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert rc == 0
     by = {r["formulation"]: r for r in rows}
-    assert set(by) == {"full", "reduced", "full-from-reduced"}
+    assert set(by) == {"full", "reduced", "full-from-reduced", "full-sqp", "reduced-sqp"}
     fr, red = by["full-from-reduced"], by["reduced"]
     assert all(r["status"] == "Solve_Succeeded" and r["kkt"] <= 1e-10 for r in rows)
     # both phases counted: the reduced solve's iterations and time are part of the row
     assert fr["iterations"] >= red["iterations"] and fr["solve_s"] > 0
     assert abs(fr["objective"] - red["objective"]) <= 1e-12 * abs(red["objective"])
+
+
+def test_bench_solve_sqp_rows(capsys):
+    """The SQP rows are --solver sqp on the full-space and reduced NLP, each to a KKT point (the
+    problem is not convex: the rows may reach different local minimisers)."""
+    rc = main(["bench", "solve", "--n", "30", "--layers", "2", "--tableaux", "rk4", "--no-torch", "--no-bvp", "--json",
+               "--formulations", "full-sqp,reduced-sqp"])
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert rc == 0 and [r["formulation"] for r in rows] == ["full-sqp", "reduced-sqp"]
+    assert all(r["status"] == "Solve_Succeeded" and r["kkt"] <= 1e-10 and r["grad_norm"] <= 1e-9 for r in rows)
+
+
+def test_bench_solve_rejects_an_unknown_row(capsys):
+    rc = main(["bench", "solve", "--n", "30", "--layers", "2", "--formulations", "full,shooting", "--no-torch"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "shooting" in err[0] and err[0].startswith("ocdl: error:")

@@ -1,14 +1,16 @@
-"""``ocdl bench solve``: the CasADi engine (IPOPT, full-space and reduced NLP; Newton on the
-Hamiltonian BVP from a 1e-3 perturbation of the first formulation's solution) against the PyTorch
-engine (L-BFGS to the same gradient norm) on one training problem, and the scaling of IPOPT's
-time per iteration in the number of samples m or layers N. The row ``full-from-reduced`` is the
+"""``ocdl bench solve``: the CasADi engine (IPOPT, full-space and reduced NLP; the trust-region
+SQP with condensed steps, :mod:`ocdl.casadi_backend.lifted`, on the same two NLPs; Newton on the
+Hamiltonian BVP from a 1e-3 perturbation of the first row's solution) against the PyTorch engine
+(L-BFGS to the same gradient norm) on one training problem, and the scaling of solve time and time
+per iteration in the number of samples m or layers N. The row ``full-from-reduced`` is the
 full-space NLP started at the reduced NLP's solution (``--start reduced``): build, solve time and
-iterations of both phases together, KKT residual and objective of the full-space NLP.
+iterations of both phases together, KKT residual and objective of the full-space NLP. The rows
+``full-sqp`` and ``reduced-sqp`` are ``--solver sqp`` with ``--formulation full`` / ``reduced``.
 
 Problem (defaults): spiral, m = 1000, N = 15, h = 0.1, tanh, Tikhonov 1e-3 on every parameter,
 smoothness 1e-3, per-layer controls, the seeded default initialisation; tableaux euler and rk4.
 Per configuration: build time (NLP and solver construction), solve time, wall and process CPU
-time, IPOPT iterations, time per iteration, final KKT residual (‖∇_x L‖_∞, unscaled), objective
+time, iterations, time per iteration, final KKT residual (‖∇_x L‖_∞, unscaled), objective
 and the reduced gradient norm ‖∇E‖ at the result. Times are medians over ``--repeats`` runs.
 The scaling fits are the least-squares slopes of log(solve time) and log(time per iteration)
 against log(m) or log(N); iteration counts are reported beside them. Figures, not pass/fail.
@@ -46,6 +48,15 @@ from ocdl.problem import DataSpec, InitSpec, NetworkSpec, ObjectiveSpec, Problem
 
 ALL = {k: 1e-3 for k in ("K", "beta", "W", "mu", "h")}
 FROM_REDUCED = "full-from-reduced"  # the full-space NLP started at the reduced NLP's solution (start = 'reduced')
+# the rows: (solver, its options) per name
+ROWS = {
+    "full": ("ipopt", {"formulation": "full"}),
+    "reduced": ("ipopt", {"formulation": "reduced"}),
+    FROM_REDUCED: ("ipopt", {"formulation": "full", "start": "reduced"}),
+    "full-sqp": ("sqp", {"formulation": "full"}),
+    "reduced-sqp": ("sqp", {"formulation": "reduced"}),
+}
+DEFAULT_ROWS = f"full,reduced,{FROM_REDUCED},full-sqp,reduced-sqp"
 
 
 def register(bsub):
@@ -56,8 +67,9 @@ def register(bsub):
     p.add_argument("--h", type=float, default=0.1)
     p.add_argument("--tableaux", default="euler,rk4", help="comma-separated tableau names")
     p.add_argument("--formulations", default=None,
-                   help=f"comma-separated: full, reduced, {FROM_REDUCED} (the full-space NLP started at the reduced "
-                        f"NLP's solution; default: all three; with --scaling: reduced)")
+                   help=f"comma-separated rows: full, reduced (IPOPT), {FROM_REDUCED} (IPOPT on the full-space NLP "
+                        f"started at the reduced NLP's solution), full-sqp, reduced-sqp (the trust-region SQP with "
+                        f"condensed steps); default: all five; with --scaling: reduced")
     p.add_argument("--controls", default="per-layer", choices=("per-layer", "per-stage"))
     p.add_argument("--tol", type=float, default=1e-10)
     p.add_argument("--max-iter", type=int_at_least(0), default=3000)
@@ -84,16 +96,14 @@ def problem(m, N, h, tableau, controls="per-layer", data="spiral", formulation="
     """The benchmark problem; every regulariser weight × ``weight_data``, those of K and β also ×
     ``weight_layers`` (the refinement protocol), initialisation seed ``seed``."""
     tik = {k: v * weight_data * (weight_layers if k in ("K", "beta") else 1.0) for k, v in ALL.items()}
-    options = {"tol": tol, "formulation": formulation}
-    if formulation == FROM_REDUCED:
-        options = {"tol": tol, "formulation": "full", "start": "reduced"}
+    solver, options = ROWS[formulation]
+    options = {"tol": tol, **options}
     return Problem(
         data=DataSpec(name=data, n=m),
         network=NetworkSpec(family="rk", tableau=tableau, layers=N, h=h, controls=controls),
         objective=ObjectiveSpec(tikhonov=tik, smooth=1e-3 * weight_data),
         init=InitSpec(seed=seed),
-        solver=SolverSpec(backend="casadi", name="ipopt", iterations=max_iter,
-                          options=options),
+        solver=SolverSpec(backend="casadi", name=solver, iterations=max_iter, options=options),
     )
 
 
@@ -150,7 +160,8 @@ def run_casadi(prob, constant_init=False, keep=None):
     iterations = int(m["iterations"]) + int(pre["iterations"])
     solve_s = m["solve_time_s"] + pre["solve_time_s"]
     return {
-        "engine": "casadi", "formulation": FROM_REDUCED if "start" in m else m["formulation"],
+        "engine": "casadi", "formulation": (FROM_REDUCED if "start" in m else m["formulation"])
+        + ("-sqp" if m["solver"] == "sqp" else ""),
         "tableau": prob.network.tableau,
         "m": prob.data.n, "N": prob.N, "status": m["solver_status"], "iterations": iterations,
         "build_s": m["build_time_s"] + pre["build_time_s"], "solve_s": solve_s, "wall_s": wall, "cpu_s": cpu,
@@ -233,6 +244,15 @@ def _values(text):
     return vals
 
 
+def _rows(text):
+    """--formulations: comma-separated names of :data:`ROWS`."""
+    rows = text.split(",")
+    bad = [r for r in rows if r not in ROWS]
+    if bad:
+        raise OcdlError(f"--formulations: {', '.join(map(repr, bad))} not among {', '.join(ROWS)}")
+    return rows
+
+
 def _fit(x, y):
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
@@ -244,7 +264,7 @@ def run(args) -> int:
             [250, 500, 1000, 2000, 4000] if args.scaling == "m" else [5, 10, 20, 40, 80])
         tab = args.tableaux.split(",")[0]
         fits = []
-        for form in (args.formulations or "reduced").split(","):
+        for form in _rows(args.formulations or "reduced"):
             frows = []
             for v in vals:
                 per_seed = []
@@ -271,7 +291,7 @@ def run(args) -> int:
         return 0
     for tab in args.tableaux.split(","):
         first, solution = None, {}
-        for form in (args.formulations or f"full,reduced,{FROM_REDUCED}").split(","):
+        for form in _rows(args.formulations or DEFAULT_ROWS):
             prob = problem(args.n, args.layers, args.h, tab, args.controls, args.data, form, args.tol, args.max_iter)
             rows.append(_median([run_casadi(prob, keep=solution) for _ in range(args.repeats)]))
             if first is None:
