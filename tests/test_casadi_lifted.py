@@ -281,3 +281,23 @@ def test_sqp_bad_options(prob_kw, opts, match, tmp_path):
     tr, te = data.make(prob.data)
     with pytest.raises(OcdlError, match=match):
         solve(prob, tr, te, init_params(prob, prob.width(tr.dim)), log=None)
+
+
+def test_collapsed_trust_region_restores_feasibility_and_goes_on(monkeypatch):
+    """Every trial point made to look worse for a while (f + 1): the radius collapses at an
+    infeasible iterate, the states are re-simulated at the current controls, and the solve still
+    converges to a KKT point."""
+    real, calls = LiftedSQP.merit_terms, {"n": 0}
+
+    def sabotaged(self, theta, states):
+        calls["n"] += 1
+        f, g = real(self, theta, states)
+        return (f + 1.0 if 4 <= calls["n"] <= 70 else f), g
+
+    monkeypatch.setattr(LiftedSQP, "merit_terms", sabotaged)
+    _, tr, res, lines = _sqp(small_problem(n=40, layers=3, tableau="rk4"))
+    assert res.success and res.metrics["restorations"] >= 1
+    assert res.metrics["kkt_residual"] <= TOL
+    assert any("states re-simulated" in line for line in lines)
+    k = res.history["restored"].index(True)
+    assert res.history["inf_pr"][k] == 0.0 and res.history["inf_pr"][k - 1] > 0.0

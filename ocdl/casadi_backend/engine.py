@@ -208,6 +208,8 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
     }
     if start is not None:
         metrics["start"] = start
+    if sqp:
+        metrics["restorations"] = int(sum(out.history["restored"]))
     if not quiet:
         log(f"casadi: {out.status} after {out.iterations} iterations, E = {out.f:.12e}, "
             f"KKT residual {kkt:.2e}, constraint violation {viol:.2e}, "

@@ -31,6 +31,9 @@ used rather than regularised away, and the inertia of the full KKT matrix (corre
 known without a factorisation. Steps are accepted on the ℓ₁ merit φ = f + ν‖g‖₁ (ν ≥ ‖λ⁺‖_∞) by the
 ratio of actual to predicted reduction; a rejected step is retried once with a second-order
 correction of the states, dY ← dY + c, c^[j+1] = A_j c^[j] − g_j(x + dx) (the Maratos effect).
+Should the trust region collapse at an infeasible iterate, the states are restored by the forward
+sweep at the current controls (feasible by construction), the costates by the backward sweep, and
+the iteration goes on (at most ``MAX_RESTORATIONS`` times; logged, counted in the history).
 
 With ``formulation = 'reduced'`` the same method runs on E(θ) (single shooting): states re-simulated
 and costates swept after every step, a = 0, ν irrelevant — a trust-region Newton method with the
@@ -55,6 +58,8 @@ from ocdl.interrupt import StopOnSigint
 ETA = 1e-4  # accept a step when actual / predicted reduction > ETA
 RADIUS0 = 1.0
 RADIUS_MAX = 1e4
+MAX_RESTORATIONS = 5
+WEIGHT = 1.1  # κ: the ℓ₁ weights exceed the multipliers by 10 % (see LiftedSQP.weights)
 
 
 def trust_region_step(H, b, radius):
@@ -213,13 +218,15 @@ class LiftedSQP:
         sw, p = self.sweep(theta, states, None)
         nu = [np.zeros_like(q) for q in p]  # ℓ₁ weights, one per layer equation
         radius = RADIUS0
-        hist = {"iteration": [], "objective": [], "inf_pr": [], "inf_du": [], "radius": [], "shift": []}
-        status, k, tau = "Maximum_Iterations_Exceeded", 0, 0.0
+        hist = {"iteration": [], "objective": [], "inf_pr": [], "inf_du": [], "radius": [], "shift": [], "restored": []}
+        restored = False
+        status, k, tau, restorations = "Maximum_Iterations_Exceeded", 0, 0.0, 0
         while True:
             kkt, viol = self.kkt(sw, p, g)
             for key, v in (("iteration", k), ("objective", f), ("inf_pr", viol), ("inf_du", kkt),
-                           ("radius", radius), ("shift", tau)):
+                           ("radius", radius), ("shift", tau), ("restored", restored)):
                 hist[key].append(v)
+            restored = False
             if not quiet and log:
                 log(f"sqp {k:5d}  E = {f:.12e}  inf_pr = {viol:.2e}  inf_du = {kkt:.2e}  "
                     f"radius = {radius:.1e}  shift = {tau:.1e}")
@@ -275,7 +282,20 @@ class LiftedSQP:
                     status = "Search_Direction_Becomes_Too_Small"
                     break
             if not accepted:
-                break
+                if not (self.lifted and viol > tol and restorations < MAX_RESTORATIONS):
+                    break
+                # restoration: the forward sweep at θ is feasible; costates by the backward sweep
+                restorations += 1
+                if not quiet and log:
+                    log(f"sqp: trust region collapsed at inf_pr = {viol:.2e}: states re-simulated at the current "
+                        f"controls ({restorations} of at most {MAX_RESTORATIONS})")
+                states = self.rh.simulate(theta)
+                f, g = self.merit_terms(theta, states)
+                sw, p = self.sweep(theta, states, None)
+                nu, radius, tau = [np.zeros_like(q) for q in p], RADIUS0, 0.0
+                status, restored = "Maximum_Iterations_Exceeded", True
+                k += 1
+                continue
             theta, states, f, g = th_t, st_t, f_t, g_t
             if self.lifted:
                 nu = nu_t
@@ -293,10 +313,12 @@ class LiftedSQP:
         return 0.0 if nu is None else float(sum(np.sum(n * np.abs(gj)) for n, gj in zip(nu, g)))
 
     def weights(self, nu, p_new, g, m_f):
-        """Powell's (1978) ℓ₁ weights, ν_i = max(|λ⁺_i|, ½(ν_i + |λ⁺_i|)) (exact: ν_i > |λ*_i| near a
-        solution), raised uniformly if needed so that the step predicts a reduction,
-        −m_f + Σ ν_i|g_i| ≥ ½ Σ ν_i|g_i|."""
-        nu = [np.maximum(np.abs(q), 0.5 * (n + np.abs(q))) for n, q in zip(nu, p_new)]
+        """Powell's (1978) ℓ₁ weights with a margin, ν_i = max(κ|λ⁺_i|, ½(ν_i + κ|λ⁺_i|)), κ = 1.1
+        (exact: ν_i > |λ*_i| near a solution; with κ = 1 the weights can sink to the exactness
+        threshold and let the iterate drift infeasible), raised uniformly if needed so that the
+        step predicts a reduction, −m_f + Σ ν_i|g_i| ≥ ½ Σ ν_i|g_i|."""
+        lam = [WEIGHT * np.abs(q) for q in p_new]
+        nu = [np.maximum(lq, 0.5 * (n + lq)) for n, lq in zip(nu, lam)]
         gw, g1 = self.weighted_norm(nu, g), self.weighted_norm([1.0] * len(g), g)
         if g1 > 0 and m_f > 0.5 * gw:
             raise_by = (2.0 * m_f - gw) / g1
