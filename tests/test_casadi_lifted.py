@@ -94,13 +94,9 @@ def _infeasible_point(nlp, p0, seed=0):
     return sqp, theta, states, p
 
 
-@pytest.mark.parametrize("case", STEP_CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
-def test_condensed_step_solves_the_full_space_kkt_system(case):
-    """At an infeasible point with arbitrary multipliers: the Newton step (dθ, dY) and the new
-    multipliers from condensing equal the solution of the whole KKT system
-    [∇²L Jᵀ; J 0](dx, λ⁺) = −(∇f, g) built with CasADi's AD, and so do the model value and ∇L."""
-    nlp, p0 = _nlp(small_problem(n=12, layers=3, **case))
-    sqp, theta, states, p = _infeasible_point(nlp, p0)
+def _dense_kkt_step(nlp, theta, states, p):
+    """By CasADi's AD of the whole NLP at x = (θ, Y), λ = −p: (dx, λ⁺) solving
+    [∇²L Jᵀ; J 0](dx, λ⁺) = −(∇f, g), the model value ∇fᵀdx + ½dxᵀ∇²L dx, g and ∇_x L."""
     x = np.concatenate([theta] + [y.reshape(-1) for y in states[1:]])
     lam = np.concatenate([-q.reshape(-1) for q in p])
     lam_s = ca.MX.sym("lam", nlp.g.shape[0])
@@ -111,23 +107,38 @@ def test_condensed_step_solves_the_full_space_kkt_system(case):
     nx, ng = x.size, g.size
     K = np.block([[HL, J.T], [J, np.zeros((ng, ng))]])
     sol = np.linalg.solve(K, -np.concatenate([gf.ravel(), g.ravel()]))
-    dx_ref, lam_ref = sol[:nx], sol[nx:]
+    dx = sol[:nx]
+    return dx, sol[nx:], gf.ravel() @ dx + 0.5 * dx @ HL @ dx, g.ravel(), gL.ravel()
 
-    f, defects = sqp.merit_terms(theta, states)
-    assert np.max(np.abs(np.concatenate([d.ravel() for d in defects]) - g.ravel())) <= 1e-14
+
+def _condensed_step(sqp, theta, states, p):
+    """The same by the condensed sweeps: (dx, λ⁺, model value, g, (‖∇L‖_∞, ‖g‖_∞))."""
+    _, defects = sqp.merit_terms(theta, states)
     sw, _ = sqp.sweep(theta, states, p)
-    kkt, viol = sqp.kkt(sw, p, defects)
-    assert math.isclose(kkt, float(np.max(np.abs(gL))), rel_tol=1e-12)
-    assert math.isclose(viol, float(np.max(np.abs(g))), rel_tol=1e-12)
-    b, const, _ = sqp.qp(sw, defects)
+    b, const = sqp.qp(sw, defects)
     dtheta = np.linalg.solve(sw.H, -b)
     dY = sqp.states_step(sw, dtheta, defects)
     p_new = sqp.multipliers(sw, dtheta, dY)
     dx = np.concatenate([dtheta] + [y.reshape(-1) for y in dY[1:]])
-    assert _rel(dx, dx_ref) <= 1e-9
-    assert _rel(np.concatenate([-q.reshape(-1) for q in p_new]), lam_ref) <= 1e-9
     m_f = const + b @ dtheta + 0.5 * dtheta @ sw.H @ dtheta
-    m_ref = gf.ravel() @ dx_ref + 0.5 * dx_ref @ HL @ dx_ref
+    return (dx, np.concatenate([-q.reshape(-1) for q in p_new]), m_f,
+            np.concatenate([d.ravel() for d in defects]), sqp.kkt(sw, p, defects))
+
+
+@pytest.mark.parametrize("case", STEP_CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_condensed_step_solves_the_full_space_kkt_system(case):
+    """At an infeasible point with arbitrary multipliers: the Newton step (dθ, dY) and the new
+    multipliers from condensing equal the solution of the whole KKT system
+    [∇²L Jᵀ; J 0](dx, λ⁺) = −(∇f, g) built with CasADi's AD, and so do the model value and ∇L."""
+    nlp, p0 = _nlp(small_problem(n=12, layers=3, **case))
+    sqp, theta, states, p = _infeasible_point(nlp, p0)
+    dx_ref, lam_ref, m_ref, g, gL = _dense_kkt_step(nlp, theta, states, p)
+    dx, lam, m_f, defects, (kkt, viol) = _condensed_step(sqp, theta, states, p)
+    assert np.max(np.abs(defects - g)) <= 1e-14
+    assert math.isclose(kkt, float(np.max(np.abs(gL))), rel_tol=1e-12)
+    assert math.isclose(viol, float(np.max(np.abs(g))), rel_tol=1e-12)
+    assert _rel(dx, dx_ref) <= 1e-9
+    assert _rel(lam, lam_ref) <= 1e-9
     assert math.isclose(m_f, m_ref, rel_tol=1e-9, abs_tol=1e-12)
 
 
@@ -136,19 +147,9 @@ def test_condensed_step_with_a_fixed_classifier():
         classifier=ClassifierSpec(trainable=False, W=(10.0, 10.0, 0.0), mu=0.0))
     nlp, p0 = _nlp(prob)
     sqp, theta, states, p = _infeasible_point(nlp, p0, seed=3)
-    x = np.concatenate([theta] + [y.reshape(-1) for y in states[1:]])
-    lam_s = ca.MX.sym("lam", nlp.g.shape[0])
-    Lag = nlp.f + ca.dot(lam_s, nlp.g)
-    HL, J, gf, g = (np.array(v) for v in ca.Function("k", [nlp.x, lam_s], [
-        ca.hessian(Lag, nlp.x)[0], ca.jacobian(nlp.g, nlp.x), ca.gradient(nlp.f, nlp.x), nlp.g])(
-        x, np.concatenate([-q.reshape(-1) for q in p])))
-    ng = g.size
-    sol = np.linalg.solve(np.block([[HL, J.T], [J, np.zeros((ng, ng))]]), -np.concatenate([gf.ravel(), g.ravel()]))
-    _, defects = sqp.merit_terms(theta, states)
-    sw, _ = sqp.sweep(theta, states, p)
-    b, _, _ = sqp.qp(sw, defects)
-    dtheta = np.linalg.solve(sw.H, -b)
-    assert _rel(dtheta, sol[:theta.size]) <= 1e-9
+    dx_ref, lam_ref, _, _, _ = _dense_kkt_step(nlp, theta, states, p)
+    dx, lam, _, _, _ = _condensed_step(sqp, theta, states, p)
+    assert _rel(dx, dx_ref) <= 1e-9 and _rel(lam, lam_ref) <= 1e-9
 
 
 def test_a_wrong_multiplier_in_the_hessian_is_detected():

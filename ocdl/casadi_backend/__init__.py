@@ -1,5 +1,6 @@
-"""The CasADi engine: training as a discrete optimal control NLP solved by IPOPT, its costates
-from the multipliers, and the Hamiltonian boundary value problem solved by Newton's method.
+"""The CasADi engine: training as a discrete optimal control NLP solved by IPOPT (or by a
+trust-region SQP with condensed steps), its costates from the multipliers, and the Hamiltonian
+boundary value problem solved by Newton's method.
 
     solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResult
     gradient(problem, params, X, c) -> (E, grads)
@@ -9,7 +10,8 @@ from the multipliers, and the Hamiltonian boundary value problem solved by Newto
 Modules, one per mathematical object: :mod:`.discretisation` (the RK step of any f and its
 partner costate step), :mod:`.network` (a Problem's network per sample), :mod:`.nlp` (full-space
 and reduced NLP), :mod:`.costates` (multipliers → costates), :mod:`.ipopt` (the solver run),
-:mod:`.derivatives` (the full-space Jacobian and Hessian from per-sample blocks), :mod:`.bvp`
+:mod:`.derivatives` (the full-space Jacobian and Hessian from per-sample blocks), :mod:`.condensed`
+(the reduced Hessian by Riccati sweeps), :mod:`.lifted` (the SQP with condensed steps), :mod:`.bvp`
 (Newton on the discrete Hamiltonian system), :mod:`.optimal_control` (general OCPs).
 """
 

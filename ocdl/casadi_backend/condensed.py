@@ -118,11 +118,13 @@ class ReducedHessian:
         self._callback = self._grad_callback = None
         self._last = None  # (θ as bytes, E, ∇E, ∇²E) of the last evaluation
 
-    def _w(self, theta, j):
+    def layer_w(self, theta, j):
+        """w_j: layer j's entries of a θ-vector (its controls, and h_j if trained)."""
         idx = self.w_index(j)
         return theta[idx] if len(idx) else np.zeros(0)
 
-    def _h(self, theta, j):
+    def layer_h(self, theta, j):
+        """The fixed step h_j (0 when h is trained: it is then part of w_j)."""
         return 0.0 if "h" in self.layout.keys else float(self.nlp.h[j])
 
     def hessian(self, theta) -> np.ndarray:
@@ -164,7 +166,7 @@ class ReducedHessian:
         y = self.nlp.Y0.T.copy()  # samples as rows: CasADi's column-major d×m
         states = [y]
         for j in range(self.nlp.problem.N):
-            y = self.step(y, self._w(theta, j), self._h(theta, j))[0].reshape(self.m_d).copy()
+            y = self.step(y, self.layer_w(theta, j), self.layer_h(theta, j))[0].reshape(self.m_d).copy()
             states.append(y)
         return states
 
@@ -202,7 +204,7 @@ class ReducedHessian:
         pk = dldy
         for j in range(N - 1, -1, -1):
             p_next = pk if p is None else p[j]
-            pj, M, V, At, Bt, Hjj, Qyy, Qyw = self.riccati(states[j], self._w(theta, j), self._h(theta, j),
+            pj, M, V, At, Bt, Hjj, Qyy, Qyw = self.riccati(states[j], self.layer_w(theta, j), self.layer_h(theta, j),
                                                           p_next, M)
             pk, M = pj.reshape(m, d).copy(), M.copy()
             Atp[j] = pk  # A_jᵀ p^[j+1]

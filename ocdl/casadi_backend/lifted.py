@@ -121,7 +121,7 @@ class LiftedSQP:
     def layer_maps(self, theta, states):
         """Ψ_j(Y^[j]; w_j), j = 0 … N−1, each (m, d)."""
         rh = self.rh
-        return [rh.step(states[j], rh._w(theta, j), rh._h(theta, j))[0].reshape(self.m, self.d).copy()
+        return [rh.step(states[j], rh.layer_w(theta, j), rh.layer_h(theta, j))[0].reshape(self.m, self.d).copy()
                 for j in range(self.N)]
 
     def merit_terms(self, theta, states):
@@ -133,11 +133,6 @@ class LiftedSQP:
             return f, [np.zeros((self.m, self.d))] * self.N
         psi = self.layer_maps(theta, states)
         return f, [states[j + 1] - psi[j] for j in range(self.N)]
-
-    def _layer(self, v, j):
-        """Layer j's entries w_j of a θ-vector."""
-        idx = self.rh.w_index(j)
-        return v[idx] if len(idx) else np.zeros(0)
 
     def kkt(self, sw, p, g):
         """(‖∇_x L‖_∞, ‖g‖_∞) at (x, λ = −p): ∇_θ L = sw.g, ∇_{Y^[j]} L = A_jᵀ p^[j+1] − p^[j]
@@ -151,7 +146,7 @@ class LiftedSQP:
         return r, viol
 
     def qp(self, sw, g):
-        """(b, the model's constant ∇_Y fᵀa + ½ aᵀ∇²_YY L a, a) of the condensed QP."""
+        """(b, the model's constant ∇_Y fᵀa + ½ aᵀ∇²_YY L a) of the condensed QP (module docstring)."""
         N, d = self.N, self.d
         A, Q, Lz = sw.A, sw.Q, sw.Lz
         a = [np.zeros((self.m, d))]
@@ -171,13 +166,13 @@ class LiftedSQP:
             bl[N * nw:] = sw.dldc + np.einsum("nkb,nb->k", Lz[:, d:, :d], a[N])
         b = np.array(self.rh.gradR(sw.theta)).reshape(-1)
         b[self.rh.order] += bl
-        return b, const, a
+        return b, const
 
     def states_step(self, sw, dtheta, g):
         """dY^[0] = 0, dY^[j+1] = A_j dY^[j] + B_j dw_j − g_j."""
         dY = [np.zeros((self.m, self.d))]
         for j in range(self.N):
-            dY.append(np.einsum("nkl,nl->nk", sw.A[j], dY[j]) + sw.B[j] @ self._layer(dtheta, j) - g[j])
+            dY.append(np.einsum("nkl,nl->nk", sw.A[j], dY[j]) + sw.B[j] @ self.rh.layer_w(dtheta, j) - g[j])
         return dY
 
     def multipliers(self, sw, dtheta, dY):
@@ -192,11 +187,13 @@ class LiftedSQP:
         for j in range(N - 1, 0, -1):
             Qyy, Qyw = sw.Q[j]
             pk = (np.einsum("nlk,nl->nk", sw.A[j], pk) + np.einsum("nkl,nl->nk", Qyy, dY[j])
-                  + Qyw @ self._layer(dtheta, j))
+                  + Qyw @ self.rh.layer_w(dtheta, j))
             p[j - 1] = pk
         return p
 
     def sweep(self, theta, states, p):
+        """The Riccati sweeps at x = (θ, Y) with multipliers −p (lifted), or at θ with the forward
+        sweep's states and costates (reduced, or p = None); returns (sweep, p^[1..N])."""
         sw = self.rh.sweep(theta, states, p if self.lifted else None, keep_q=True)
         if p is None:  # consistent costates: p^[N] = ∂ℓ/∂y, p^[j] = A_jᵀ p^[j+1]
             p = [None] * self.N
@@ -241,7 +238,7 @@ class LiftedSQP:
                 break
             if k >= max_iter:
                 break
-            b, const, _ = self.qp(sw, g)
+            b, const = self.qp(sw, g)
             while True:  # until a step is accepted (the sweep at x is reused)
                 dtheta, tau, boundary, _ = trust_region_step(sw.H, b, radius)
                 m_f = const + float(b @ dtheta) + 0.5 * float(dtheta @ sw.H @ dtheta)
