@@ -167,6 +167,7 @@ def run_casadi(prob, constant_init=False, keep=None):
         "build_s": m["build_time_s"] + pre["build_time_s"], "solve_s": solve_s, "wall_s": wall, "cpu_s": cpu,
         "s_per_iter": solve_s / max(iterations, 1), "kkt": m["kkt_residual"], "objective": m["nlp_objective"],
         "grad_norm": _gradient_norm(prob, res.params, train),
+        "restorations": int(m.get("restorations", 0)),  # --solver sqp: feasibility restorations
     }
 
 
@@ -229,6 +230,7 @@ def _over_seeds(rows):
     out["iterations_per_seed"] = [r["iterations"] for r in rows]
     out["kkt"] = max(r["kkt"] for r in rows)
     out["status"] = ",".join(sorted({r["status"] for r in rows}))
+    out["restorations"] = sum(r.get("restorations", 0) for r in rows)
     out["seeds"] = len(rows)
     return out
 
@@ -320,4 +322,5 @@ def _print_row(r, header):
               f"{'cpu s':>8} {'iter':>6} {'s/iter':>8} {'KKT':>9} {'|grad E|':>9} {'objective':>14}  status")
     print(f"{r['engine']:<12} {r['formulation']:<17} {r['tableau']:<8} {r['m']:>5} {r['N']:>3} {r['build_s']:>8.2f} "
           f"{r['solve_s']:>8.2f} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['iterations']:>6} {r['s_per_iter']:>8.4f} "
-          f"{r['kkt']:>9.1e} {r['grad_norm']:>9.1e} {r['objective']:>14.8e}  {r['status']}", flush=True)
+          f"{r['kkt']:>9.1e} {r['grad_norm']:>9.1e} {r['objective']:>14.8e}  {r['status']}"
+          + (f" ({r['restorations']} restoration(s))" if r.get("restorations") else ""), flush=True)

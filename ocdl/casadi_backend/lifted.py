@@ -28,16 +28,17 @@ and the new multipliers by the adjoint of the step (stationarity of the QP in Y)
 Globalisation: the QP is solved in a trust region ‖dθ‖ ≤ Δ exactly (eigendecomposition of the
 n_θ × n_θ matrix H, Moré–Sorensen), so a negative-curvature direction of the reduced problem is
 used rather than regularised away, and the inertia of the full KKT matrix (correct iff H ≻ 0) is
-known without a factorisation. Steps are accepted on the ℓ₁ merit φ = f + ν‖g‖₁ (ν ≥ ‖λ⁺‖_∞) by the
-ratio of actual to predicted reduction; a rejected step is retried once with a second-order
-correction of the states, dY ← dY + c, c^[j+1] = A_j c^[j] − g_j(x + dx) (the Maratos effect).
+known without a factorisation. Steps are accepted on the ℓ₁ merit φ = f + Σ_i ν_i|g_i| (one weight
+per layer equation, ν_i > |λ⁺_i|, :meth:`LiftedSQP.weights`) by the ratio of actual to predicted
+reduction; a rejected step is retried once with a second-order correction of the states,
+dY ← dY + c, c^[j+1] = A_j c^[j] − g_j(x + dx) (the Maratos effect).
 Should the trust region collapse at an infeasible iterate, the states are restored by the forward
 sweep at the current controls (feasible by construction), the costates by the backward sweep, and
 the iteration goes on (at most ``MAX_RESTORATIONS`` times; logged, counted in the history).
 
 With ``formulation = 'reduced'`` the same method runs on E(θ) (single shooting): states re-simulated
-and costates swept after every step, a = 0, ν irrelevant — a trust-region Newton method with the
-exact Hessian ∇²E.
+and costates swept after every step, a = 0 and g = 0 (no merit weights) — a trust-region Newton
+method with the exact Hessian ∇²E.
 
 Converged when ‖∇_x L‖_∞ ≤ tol and ‖g‖_∞ ≤ tol (unscaled); per iteration one Riccati sweep
 (O(m N² n_w d (d + n_w))) and one or two merit evaluations (O(m N)).
