@@ -78,11 +78,11 @@ def test_failed_solve_exits_nonzero_with_run_directory(tmp_path, capsys):
 def test_bench_solve_smoke(capsys):
     assert main(["bench", "solve", "--n", "30", "--layers", "2", "--tableaux", "euler", "--no-torch", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
-    assert [r["formulation"] for r in rows] == ["full", "reduced", "full-from-reduced", "bvp"]
-    for r in rows[:3]:
+    assert [r["formulation"] for r in rows] == ["full", "reduced", "full-from-reduced", "full-sqp", "reduced-sqp", "bvp"]
+    for r in rows[:5]:
         assert r["status"] == "Solve_Succeeded" and r["kkt"] <= 1e-8 and r["grad_norm"] <= 1e-7
         assert r["iterations"] > 0 and r["solve_s"] > 0 and r["build_s"] > 0
-    bvp = rows[3]  # Newton from a 1e-3 perturbation of the full-space solution returns to it
+    bvp = rows[5]  # Newton from a 1e-3 perturbation of the full-space solution returns to it
     assert bvp["status"] == "converged" and bvp["iterations"] > 0 and bvp["kkt"] <= 1e-8
     assert bvp["controls_diff"] <= 1e-8 and abs(bvp["objective"] - rows[0]["objective"]) <= 1e-10
     assert main(["bench", "solve", "--scaling", "m", "--values", "20,40", "--layers", "2", "--json"]) == 0
