@@ -166,13 +166,9 @@ class ReducedHessian:
         y = self.nlp.Y0.T.copy()  # samples as rows: CasADi's column-major d×m
         states = [y]
         for j in range(self.nlp.problem.N):
-            y = self.step(y, self.layer_w(theta, j), self.layer_h(theta, j))[0].reshape(self.m_d).copy()
+            y = self.step(y, self.layer_w(theta, j), self.layer_h(theta, j))[0].reshape(self.nlp.m, self.nlp.d).copy()
             states.append(y)
         return states
-
-    @property
-    def m_d(self):
-        return (self.nlp.m, self.nlp.d)
 
     def sweep(self, theta, states=None, p=None, keep_q=False) -> "Sweep":
         """The Riccati sweeps at θ.
