@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
@@ -65,73 +64,128 @@ def _to_float(x: Any) -> float:
         raise OcdlError(f"tableau entry {x!r} is not a number") from None
 
 
-@dataclass(frozen=True)
-class Tableau:
-    """An immutable, validated Butcher tableau.
+def _as_list(v, key, name) -> list:
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+        raise OcdlError(f"tableau {name!r}: {key} must be a list of numbers, got {v!r}")
+    return list(v)
 
-    ``A`` (s×s), ``b`` (s), ``c`` (s) are read-only float64 arrays; ``exact`` holds the same
-    entries as Fractions (A rows, then b, then c) when every entry is rational, else None.
-    Build one with :meth:`Tableau.from_entries`, which validates.
+
+def _validated(name, A, b, c):
+    """(A, b, c, exact), checked: A square s×s, len(b) = s, finite entries, rows of A sum to c."""
+    if not isinstance(name, str) or not name:
+        raise OcdlError("tableau: a name (non-empty string) is required")
+    try:
+        rows = [list(r) for r in A]
+    except TypeError:
+        raise OcdlError(f"tableau {name!r}: A must be a list of rows") from None
+    s = len(rows)
+    if s == 0:
+        raise OcdlError(f"tableau {name!r}: A is empty")
+    if any(len(r) != s for r in rows):
+        raise OcdlError(f"tableau {name!r}: A must be square, got rows of lengths {[len(r) for r in rows]}")
+    b = _as_list(b, "b", name)
+    if len(b) != s:
+        raise OcdlError(f"tableau {name!r}: len(b) = {len(b)} but A has {s} stages")
+    if c is not None:
+        c = _as_list(c, "c", name)
+        if len(c) != s:
+            raise OcdlError(f"tableau {name!r}: len(c) = {len(c)} but A has {s} stages")
+    Af = np.array([[_to_float(x) for x in r] for r in rows], dtype=np.float64)
+    bf = np.array([_to_float(x) for x in b], dtype=np.float64)
+    if not (np.all(np.isfinite(Af)) and np.all(np.isfinite(bf))):
+        raise OcdlError(f"tableau {name!r}: entries must be finite (found NaN or inf)")
+    exA = [[_to_exact(x) for x in r] for r in rows]
+    exb = [_to_exact(x) for x in b]
+    rational = all(x is not None for r in exA for x in r) and all(x is not None for x in exb)
+    row_sums_exact = [sum(r, Fraction(0)) for r in exA] if rational else None
+    if c is None:
+        cf = Af.sum(axis=1)
+        exc = row_sums_exact
+    else:
+        cf = np.array([_to_float(x) for x in c], dtype=np.float64)
+        if not np.all(np.isfinite(cf)):
+            raise OcdlError(f"tableau {name!r}: entries must be finite (found NaN or inf)")
+        exc = [_to_exact(x) for x in c]
+        if rational and all(x is not None for x in exc):
+            bad = [i for i in range(s) if row_sums_exact[i] != exc[i]]
+        else:
+            exc = None
+            bad = [i for i in range(s) if abs(Af[i].sum() - cf[i]) > 1e-12 * max(1.0, abs(cf[i]))]
+        if bad:
+            i = bad[0]
+            raise OcdlError(
+                f"tableau {name!r}: row {i + 1} of A sums to {Af[i].sum():.17g}, not c_{i + 1} = {cf[i]:.17g}"
+            )
+    for arr in (Af, bf, cf):
+        arr.setflags(write=False)
+    exact = (tuple(tuple(r) for r in exA), tuple(exb), tuple(exc)) if (rational and exc is not None) else None
+    return Af, bf, cf, exact
+
+
+def _partner(A: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """Ã with ã_il = b_l − b_l a_li / b_i, or None where some b_i = 0."""
+    if not np.all(b != 0.0):
+        return None
+    At = b[None, :] - b[None, :] * A.T / b[:, None]
+    At.setflags(write=False)
+    return At
+
+
+def _rebuild(name, entries):
+    return Tableau(**entries, name=name)
+
+
+class Tableau:
+    """An immutable, validated Butcher tableau (A, b, c), hashable and comparable.
+
+    ``Tableau(A, b, c=None, name="user")``: A square s×s, len(b) = s, finite entries, the rows of
+    A summing to c (c = A·1 when omitted); entries are numbers or fraction strings like ``"1/3"``.
+    ``A``, ``b``, ``c`` are read-only float64 arrays; ``exact`` holds the same entries as Fractions
+    (A rows, then b, then c) when every entry is rational, else None. Two tableaux are equal when
+    their coefficients are (the name is a label). The partner Ã is computed once.
     """
 
-    name: str
-    A: np.ndarray
-    b: np.ndarray
-    c: np.ndarray
-    exact: tuple | None = field(default=None, repr=False, compare=False)
+    __slots__ = ("name", "A", "b", "c", "exact", "_partner")
+
+    def __init__(self, A: Sequence, b: Sequence, c: Sequence | None = None, *, name: str = "user"):
+        A, b, c, exact = _validated(name, A, b, c)
+        for key, val in (("name", name), ("A", A), ("b", b), ("c", c), ("exact", exact),
+                         ("_partner", _partner(A, b))):
+            object.__setattr__(self, key, val)
+
+    def __setattr__(self, key, val):
+        raise AttributeError(f"Tableau is immutable (cannot set {key!r})")
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Tableau):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def _key(self) -> tuple:
+        return (self.A.tobytes(), self.b.tobytes(), self.c.tobytes())
+
+    def __repr__(self) -> str:
+        return f"Tableau({self.A.tolist()}, {self.b.tolist()}, name={self.name!r})"
+
+    def __reduce__(self):
+        return (_rebuild, (self.name, self.entries()))
 
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_entries(cls, name: str, A: Sequence, b: Sequence, c: Sequence | None = None) -> "Tableau":
-        """Validate and build: A square s×s, len(b) = s, finite entries, rows of A sum to c."""
-        if not isinstance(name, str) or not name:
-            raise OcdlError("tableau: a name (non-empty string) is required")
-        try:
-            rows = [list(r) for r in A]
-        except TypeError:
-            raise OcdlError(f"tableau {name!r}: A must be a list of rows") from None
-        s = len(rows)
-        if s == 0:
-            raise OcdlError(f"tableau {name!r}: A is empty")
-        if any(len(r) != s for r in rows):
-            raise OcdlError(f"tableau {name!r}: A must be square, got rows of lengths {[len(r) for r in rows]}")
-        b = list(b)
-        if len(b) != s:
-            raise OcdlError(f"tableau {name!r}: len(b) = {len(b)} but A has {s} stages")
-        if c is not None:
-            c = list(c)
-            if len(c) != s:
-                raise OcdlError(f"tableau {name!r}: len(c) = {len(c)} but A has {s} stages")
-        Af = np.array([[_to_float(x) for x in r] for r in rows], dtype=np.float64)
-        bf = np.array([_to_float(x) for x in b], dtype=np.float64)
-        if not (np.all(np.isfinite(Af)) and np.all(np.isfinite(bf))):
-            raise OcdlError(f"tableau {name!r}: entries must be finite (found NaN or inf)")
-        exA = [[_to_exact(x) for x in r] for r in rows]
-        exb = [_to_exact(x) for x in b]
-        rational = all(x is not None for r in exA for x in r) and all(x is not None for x in exb)
-        row_sums_exact = [sum(r, Fraction(0)) for r in exA] if rational else None
-        if c is None:
-            cf = Af.sum(axis=1)
-            exc = row_sums_exact
-        else:
-            cf = np.array([_to_float(x) for x in c], dtype=np.float64)
-            if not np.all(np.isfinite(cf)):
-                raise OcdlError(f"tableau {name!r}: entries must be finite (found NaN or inf)")
-            exc = [_to_exact(x) for x in c]
-            if rational and all(x is not None for x in exc):
-                bad = [i for i in range(s) if row_sums_exact[i] != exc[i]]
-            else:
-                exc = None
-                bad = [i for i in range(s) if abs(Af[i].sum() - cf[i]) > 1e-12 * max(1.0, abs(cf[i]))]
-            if bad:
-                i = bad[0]
-                raise OcdlError(
-                    f"tableau {name!r}: row {i + 1} of A sums to {Af[i].sum():.17g}, not c_{i + 1} = {cf[i]:.17g}"
-                )
-        for arr in (Af, bf, cf):
-            arr.setflags(write=False)
-        exact = (tuple(tuple(r) for r in exA), tuple(exb), tuple(exc)) if (rational and exc is not None) else None
-        return cls(name=name, A=Af, b=bf, c=cf, exact=exact)
+        """``Tableau(A, b, c, name=name)``."""
+        return cls(A, b, c, name=name)
+
+    def entries(self) -> dict:
+        """{"A", "b", "c"}: fraction strings where exact, else floats; ``Tableau(**entries)``
+        reads them back to an equal tableau (how a run's config.toml holds a user tableau)."""
+        if self.exact is not None:
+            A, b, c = self.exact
+            return {"A": [[str(x) for x in r] for r in A], "b": [str(x) for x in b], "c": [str(x) for x in c]}
+        return {"A": self.A.tolist(), "b": self.b.tolist(), "c": self.c.tolist()}
 
     # ----------------------------------------------------------------- properties
     @property
@@ -151,13 +205,8 @@ class Tableau:
 
     @property
     def partner_A(self) -> np.ndarray | None:
-        """Ã with ã_il = b_l − b_l a_li / b_i, or None where some b_i = 0."""
-        if not self.has_partner:
-            return None
-        b, A = self.b, self.A
-        At = b[None, :] - b[None, :] * A.T / b[:, None]
-        At.setflags(write=False)
-        return At
+        """Ã with ã_il = b_l − b_l a_li / b_i, or None where some b_i = 0 (computed once)."""
+        return self._partner
 
     def partner_residual(self) -> float:
         """max_il |b_i ã_il + b_l a_li − b_i b_l| (zero up to round-off for the partner)."""

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from ocdl import loss as loss_mod, regulariser
-from ocdl.torch_backend.network import TorchNetwork
+from ocdl.engines.torch.network import TorchNetwork
 
 
 def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False, form: str = "auto", states=None):
@@ -85,7 +85,7 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
         # SigmaField (no K_extra): the cotangent is σ'(Z) ⊙ P, called directly
         dsigma_mul = field.dsigma_mul
         plan = _layer_plan(terms, w)
-        K_extra, per_stage, is_net = field.has_K_extra, net.per_stage, prob.family == "net"
+        K_extra, per_stage, is_net = field.has_K_extra, net.per_stage, not prob.has_skip
         KT = params["K"].transpose(-1, -2).contiguous().unbind(0)  # K_jᵀ (or K_{j,i}ᵀ), contiguous for the products
         gKs, gbs = gK.unbind(0), gb.unbind(0)  # per-layer views of the accumulators
         ones = net.xp.ones(Y0.shape[1], Y0)  # ∂E/∂β_j = h D_w 1
@@ -164,7 +164,7 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
     if not return_costates:
         return E, grads
     costates = {"p": torch.stack(p_all).transpose(-1, -2)}
-    if prob.family != "net":
+    if prob.has_skip:
         costates["P"] = torch.stack(P_all).transpose(-1, -2)
     return E, grads, costates
 

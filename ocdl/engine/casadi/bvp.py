@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ocdl.casadi_backend.nlp import NetworkNLP
+from ocdl.engines.casadi.nlp import NetworkNLP
 from ocdl.errors import OcdlError
 from ocdl.interrupt import StopOnSigint
 from ocdl.result import SolveResult
@@ -37,7 +37,7 @@ from ocdl.result import SolveResult
 def hamiltonian_step(net) -> ca.Function:
     """(y, p⁺, U, h, t) -> (p, P, gU, gh) for one sample: the partner costate step of the RK
     scheme, or for family 'net' p = (∂Ψ/∂y)ᵀ p⁺ and gU = (∂Ψ/∂u)ᵀ p⁺."""
-    if net.family != "net":
+    if net.has_skip:
         return net.scheme.costate
     d = net.d
     y, pn, U, h, t = ca.SX.sym("y", d), ca.SX.sym("p", d), ca.SX.sym("U", net.nu, 1), ca.SX.sym("h"), ca.SX.sym("t")
@@ -50,7 +50,7 @@ class HamiltonianBVP:
     """The residual G(z) and its Jacobian for a Problem on (Y0, c); see the module docstring."""
 
     def __init__(self, problem, Y0, c, base):
-        if problem.family != "net" and not problem.tableau.explicit:
+        if problem.has_skip and not problem.tableau.explicit:
             raise OcdlError(f"--solver bvp needs an explicit tableau; {problem.tableau.name!r} is implicit (use ipopt)")
         self.nlp = nlp = NetworkNLP(problem, Y0, c, base, "full", "eliminated")
         self.problem, self.base = problem, base
@@ -154,9 +154,9 @@ class HamiltonianBVP:
             h = nlp._step(th, j)
             pj, Pj, _, _ = step(states[j], p[j + 1].T, net.controls(th, j), float(h) if not isinstance(h, float) else h, nlp.t[j])
             p[j] = np.array(pj).T
-            if net.family != "net":
+            if net.has_skip:
                 P[j] = np.array(Pj).T.reshape(m, s, d).transpose(1, 0, 2)
-        return {"p": p, "P": P} if net.family != "net" else {"p": p}
+        return {"p": p, "P": P} if net.has_skip else {"p": p}
 
     def _sample_major(self):
         """Row and column permutations that group each sample's states and costates (all

@@ -24,7 +24,7 @@ from __future__ import annotations
 import casadi as ca
 import numpy as np
 
-from ocdl.casadi_backend.network import CasadiNetwork, compiled
+from ocdl.engines.casadi.network import CasadiNetwork, compiled
 from ocdl.errors import OcdlError
 from ocdl.problem import Problem
 
@@ -54,12 +54,12 @@ class NetworkNLP:
         self.net = net = CasadiNetwork(problem, d)
         self.layout = L = net.layout
         self.formulation = formulation
-        explicit = net.family == "net" or net.scheme.explicit
+        explicit = not net.has_skip or net.scheme.explicit
         if stages == "auto":
             stages = "eliminated" if explicit else "variables"
         if stages == "eliminated" and not explicit:
             raise OcdlError(f"tableau {net.tableau.name!r} is implicit: its stages must be variables")
-        if net.family == "net":
+        if not net.has_skip:
             stages = "eliminated"
         self.stages = stages if formulation == "full" else "eliminated"
         N, s = problem.N, net.s
@@ -142,7 +142,7 @@ class NetworkNLP:
 
     def simulate(self, theta):
         """States Y^[0..N] (each d×m) and stage slopes F_j (d × s·m; None for eliminated stages
-        of family 'net') by the forward sweep at θ."""
+        of plain layers) by the forward sweep at θ."""
         if not hasattr(self, "_sim"):
             net, m = self.net, self.m
             th = ca.MX.sym("theta", self.layout.size)
@@ -150,9 +150,9 @@ class NetworkNLP:
             Y = ca.DM(self.Y0)
             for j in range(self.problem.N):
                 U, h = net.controls(th, j), self._step(th, j)
-                if net.family != "net" and net.scheme.explicit:
+                if net.has_skip and net.scheme.explicit:
                     Y_next, F = net.scheme.step.map(m)(Y, U, h, self.t[j], ca.DM.zeros(self.d, net.s))
-                elif net.family != "net":
+                elif net.has_skip:
                     Y_next = net.layer.map(m)(Y, U, h, self.t[j])
                     F = net.stages.map(m)(Y, U, h, self.t[j])
                 else:

@@ -5,7 +5,7 @@ controls use the same u_j for every stage):
 
     F_i = f(Y_i, u_{j,i}),   Y_i = y^[j] + h_j Σ_{l<i} a_il F_l,   y^[j+1] = y^[j] + h_j Σ_i b_i F_i.
 
-Family 'net' has no skip connection: y^[j+1] = σ(K_j y^[j] + β_j).
+Plain layers have no skip connection: y^[j+1] = f(y^[j], u_j), e.g. σ(K_j y^[j] + β_j).
 E(θ) = Σ_n ℓ(W y_n^[N] + μ, c_n) [/ n] + R(θ) (see :mod:`ocdl.loss`, :mod:`ocdl.regulariser`).
 
 Batches follow the column convention of :mod:`ocdl.fields`: Y ∈ R^{d×m}, samples are columns
@@ -49,7 +49,7 @@ class TorchNetwork:
         self.device = resolve_device(device or problem.device)
         self.dtype = DTYPES[dtype or problem.dtype]
         tab = problem.tableau
-        if problem.family != "net" and not tab.explicit:
+        if problem.has_skip and not tab.explicit:
             raise OcdlError(
                 f"tableau {tab.name!r} is implicit; the PyTorch engine runs explicit tableaux only "
                 "(use --backend casadi)"
@@ -65,8 +65,8 @@ class TorchNetwork:
         # Partner coefficients for the backward sweep: P_i = p^[j+1] + h Σ_l (b_l − ã_il) J_lᵀ P_l.
         self.partner_coef = None if At is None else [[float(tab.b[l] - At[i, l]) for l in range(self.s)] for i in range(self.s)]
         self.xp = xp_mod.torch(numpy_tanh)  # numpy_tanh=False: torch.tanh (see ocdl.xp)
-        self.field = fields.make(problem.family, problem.activation, self.xp)
-        self.per_stage = problem.per_stage and problem.family != "net"
+        self.field = fields.make(problem.field, problem.activation, self.xp)
+        self.per_stage = problem.per_stage and problem.has_skip
 
     # ------------------------------------------------------------------ conversion
     def tensor(self, x) -> torch.Tensor:
@@ -141,7 +141,7 @@ class TorchNetwork:
 
     def step(self, u, y: torch.Tensor, h) -> torch.Tensor:
         """y^[j+1] from y^[j] with controls u = u[j] and step h = h_j."""
-        if self.problem.family == "net":
+        if not self.problem.has_skip:
             return self.field(y, *u[0])[0]
         return self.update(y, h, self.stages(u, y, h, want_Y=False)[1])
 
@@ -164,12 +164,12 @@ class TorchNetwork:
 
     def sweep(self, params, Y0: torch.Tensor):
         """The layer states y^[0], …, y^[N] and the stage values (Y_i, F_i, Z_i, S_i) of the last
-        layer (None for family 'net'): what the adjoint sweep needs from the forward sweep."""
+        layer (None for plain layers): what the adjoint sweep needs from the forward sweep."""
         states, last = [Y0], None
         u, hs = self.controls(params), self.steps(params)
         for j, (uj, h) in enumerate(zip(u, hs)):
             y = states[-1]
-            if self.problem.family == "net" or j < len(u) - 1:
+            if not self.problem.has_skip or j < len(u) - 1:
                 states.append(self.step(uj, y, h))
             else:
                 last = self.stages(uj, y, h, want_Y=False)

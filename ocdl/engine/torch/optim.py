@@ -23,19 +23,9 @@ from typing import Callable
 import torch
 
 from ocdl import regulariser, simplex
-from ocdl.errors import OcdlError
 from ocdl.result import SolveResult
-from ocdl.torch_backend.adjoint import grad_adjoint
-from ocdl.torch_backend.network import TorchNetwork
-
-DEFAULTS = {
-    "gd-armijo": {"c": 0.4, "rho": 0.5, "alpha_max": 10.0, "alpha0": 0.05, "max_backtracks": 60},
-    "gd-lipschitz": {"L0": 0.1, "grow": 1.5, "shrink": 0.99, "max_trials": 200},
-    "lbfgs": {"lr": 1.0, "history_size": 20},
-    "adam": {"lr": 1e-2},
-}
-COMMON = {"gradient": "adjoint", "eval_every": 0, "progress_every": 0, "checkpoint_every": 0, "gtol": 0.0, "threads": 0}
-
+from ocdl.engines.torch.adjoint import grad_adjoint
+from ocdl.engines.torch.network import TorchNetwork
 
 @dataclass
 class Objective:
@@ -126,6 +116,7 @@ def optimise(
     problem,
     theta0: torch.Tensor,
     iterations: int,
+    opts: dict,
     *,
     state: dict | None = None,
     history: dict | None = None,
@@ -133,19 +124,12 @@ def optimise(
     checkpoint: Callable[[SolveResult], None] | None = None,
 ) -> SolveResult:
     """Run ``problem.solver.name`` from θ₀ until ``iterations`` in total (``state['iteration']``
-    counts those already done when resuming). Ctrl-C returns the current point, interrupted."""
+    counts those already done when resuming) with the checked options ``opts``
+    (:meth:`ocdl.engines.torch.TorchEngine.check_options`). Ctrl-C returns the current point,
+    interrupted."""
     name = problem.solver.name
-    opts = {**COMMON, **DEFAULTS[name], **dict(problem.solver.options)}
-    casadi_only = {"tol", "hessian", "formulation", "start", "max_iter"}
-    unknown = set(problem.solver.options) - set(COMMON) - set(DEFAULTS[name]) - casadi_only
-    if unknown:
-        raise OcdlError(f"solver.options: unknown for {name!r}: {', '.join(sorted(unknown))}")
     obj.gradient = opts["gradient"]
-    if obj.gradient not in ("adjoint", "autograd"):
-        raise OcdlError(f"solver.options.gradient: {obj.gradient!r} is not 'adjoint' or 'autograd'")
     project = Projection(obj, problem)
-    if name == "lbfgs" and project.slice is not None:
-        raise OcdlError("solver 'lbfgs' cannot keep h on the simplex; use gd-armijo, gd-lipschitz or adam")
     state = dict(state or {})
     it0 = int(state.get("iteration", 0))
     history = {k: list(v) for k, v in (history or {}).items()}

@@ -20,7 +20,7 @@ import casadi as ca
 import numpy as np
 
 from ocdl import fields, loss as loss_mod, regulariser, xp as xp_mod
-from ocdl.casadi_backend.discretisation import RKScheme
+from ocdl.engines.casadi.discretisation import RKScheme
 from ocdl.problem import PARAM_KEYS, Problem
 
 
@@ -91,18 +91,18 @@ class CasadiNetwork:
     def __init__(self, problem: Problem, d: int):
         self.problem, self.d = problem, d
         self.layout = ParamLayout(problem, d)
-        self.family = problem.family
+        self.has_skip = problem.has_skip
         self.N = problem.N
         self.tableau = problem.tableau
-        self.s = 1 if self.family == "net" else self.tableau.s
-        self.per_stage = problem.per_stage and self.family != "net"
+        self.s = self.tableau.s if self.has_skip else 1
+        self.per_stage = problem.per_stage and self.has_skip
         self.nu = d * d + d
         xp = casadi_xp()
-        fld = fields.make(self.family, problem.activation, xp)
+        fld = fields.make(problem.field, problem.activation, xp)
         y, u, t = ca.SX.sym("y", d), ca.SX.sym("u", self.nu), ca.SX.sym("t")
         K, beta = self.K_beta(u)
         self.field = ca.Function("field", [y, u, t], [fld(y, K, beta)[0]], ["y", "u", "t"], ["f"])
-        if self.family == "net":
+        if not self.has_skip:
             self.scheme = None
             U, h = ca.SX.sym("U", self.nu, 1), ca.SX.sym("h")
             Ku, bu = self.K_beta(U[:, 0])

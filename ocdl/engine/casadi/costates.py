@@ -5,7 +5,7 @@ IPOPT's Lagrangian is L = f + Σ_j λ_jᵀ (Y^[j+1] − Ψ_j(Y^[j])). Stationari
 
     p^[j] = −λ_{j−1}   (j = 1, …, N),    p^[0] = (∂Ψ_0/∂y)ᵀ p^[1]
 
-are the costates p = ∂E/∂y of :func:`ocdl.torch_backend.adjoint.grad_adjoint`. Stage costates:
+are the costates p = ∂E/∂y of :func:`ocdl.engines.torch.adjoint.grad_adjoint`. Stage costates:
 
   * stage slopes as variables, multipliers κ_i of F_i − f(Y_i) = 0:  κ_i = −h μ_i;
   * stages eliminated: h μ_i = ∂(p^[j+1]ᵀ Ψ_j)/∂E_i, the derivative of the step with respect to a
@@ -22,12 +22,12 @@ import numpy as np
 
 def layer_adjoint(net) -> ca.Function:
     """(y, U, h, t, p⁺) -> (p, P): the costate p = (∂Ψ/∂y)ᵀ p⁺ of one sample and the stage
-    costates P (d × s; empty for family 'net' and implicit tableaux), by reverse-mode AD."""
+    costates P (d × s; empty for plain layers and implicit tableaux), by reverse-mode AD."""
     if hasattr(net, "_adjoint"):
         return net._adjoint
     d, s = net.d, net.s
-    if net.family == "net" or not net.scheme.explicit:
-        Sym = ca.SX if net.family == "net" else ca.MX
+    if not net.has_skip or not net.scheme.explicit:
+        Sym = ca.SX if not net.has_skip else ca.MX
         y, U, h, t, pn = Sym.sym("y", d), Sym.sym("U", net.nu, s), Sym.sym("h"), Sym.sym("t"), Sym.sym("p", d)
         lam = ca.dot(pn, net.layer(y, U, h, t))
         out = [ca.gradient(lam, y), Sym(0, 0)]
@@ -60,7 +60,7 @@ def from_multipliers(nlp, x, lam_g) -> dict:
     p0, _ = adj(states[0], U0, h0, nlp.t[0], p[1].T)
     p[0] = np.array(p0).T
     out = {"p": p}
-    if nlp.net.family == "net":
+    if not nlp.net.has_skip:
         return out
     P = np.empty((N, s, m, d))
     b = nlp.net.tableau.b
@@ -93,7 +93,7 @@ def backward_sweep(nlp, theta) -> dict:
     p[N] = g[:, None] * W[None, :]
     adj = layer_adjoint(net).map(m)
     P = np.empty((N, s, m, d))
-    has_P = net.family != "net" and net.scheme.explicit
+    has_P = net.has_skip and net.scheme.explicit
     for j in range(N - 1, -1, -1):
         U, h = _numeric_controls(nlp, theta, j)
         pj, Pj = adj(states[j], U, h, nlp.t[j], p[j + 1].T)

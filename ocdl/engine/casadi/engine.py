@@ -10,12 +10,12 @@ import casadi as ca
 import numpy as np
 
 from ocdl import problem as problem_mod
-from ocdl.casadi_backend import costates as costates_mod, ipopt
-from ocdl.casadi_backend.condensed import ReducedHessian
-from ocdl.casadi_backend.derivatives import structured_derivatives
-from ocdl.casadi_backend.lifted import LiftedSQP
-from ocdl.casadi_backend.network import jit_available
-from ocdl.casadi_backend.nlp import FORMULATIONS, STAGES, NetworkNLP
+from ocdl.engines.casadi import costates as costates_mod, ipopt
+from ocdl.engines.casadi.condensed import ReducedHessian
+from ocdl.engines.casadi.derivatives import structured_derivatives
+from ocdl.engines.casadi.lifted import LiftedSQP
+from ocdl.engines.casadi.network import jit_available
+from ocdl.engines.casadi.nlp import FORMULATIONS, STAGES, NetworkNLP
 from ocdl.data import lift
 from ocdl.errors import OcdlError
 from ocdl.result import SolveResult
@@ -77,7 +77,7 @@ def engine_options(problem) -> dict:
 
 def _check_sqp(problem, o, hessian, stages, formulation):
     """What the trust-region SQP with condensed steps (:mod:`.lifted`) needs."""
-    if problem.family != "net" and not problem.tableau.explicit:
+    if problem.has_skip and not problem.tableau.explicit:
         raise OcdlError(f"--solver sqp needs an explicit tableau; {problem.tableau.name!r} is implicit (use ipopt)")
     if problem.time_steps == "simplex":
         raise OcdlError("--solver sqp does not handle the simplex constraint on learned step sizes (use ipopt)")
@@ -117,14 +117,14 @@ def warn_well_posed(problem, tol, log):
 def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResult:
     """Train ``problem`` with IPOPT (``solver.name = 'ipopt'``), the trust-region SQP with condensed
     steps (``'sqp'``, :mod:`.lifted`) or Newton on the Hamiltonian BVP (``'bvp'``) from ``params0``;
-    see :mod:`ocdl.casadi_backend`."""
+    see :mod:`ocdl.engines.casadi`."""
     t_start = time.perf_counter()
     log = log or (lambda s: None)
     opts = engine_options(problem)
     d, params0, Y0, c = _inputs(problem, train, params0)
     warn_well_posed(problem, opts["tol"], log)
     if problem.solver.name == "bvp":
-        from ocdl.casadi_backend import bvp
+        from ocdl.engines.casadi import bvp
 
         return bvp.solve(problem, Y0, c, params0, opts, log=log, quiet=quiet, t_start=t_start)
     if problem.solver.name not in ("ipopt", "sqp"):
@@ -147,7 +147,7 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
         params0, t_nlp = pre.params, time.perf_counter()
     full = opts["formulation"] == "full"
     sqp = problem.solver.name == "sqp"
-    structured = (opts["derivatives"] == "structured" and (problem.family == "net" or problem.tableau.explicit)
+    structured = (opts["derivatives"] == "structured" and (not problem.has_skip or problem.tableau.explicit)
                   and (not full or opts["stages"] != "variables"))
     jit = structured and (opts["jit"] if opts["jit"] != "auto" else (jit_available() and Y0.shape[1] * problem.N >= 10_000))
     nlp = NetworkNLP(problem, Y0, c, params0, opts["formulation"], opts["stages"], jit=jit)
@@ -230,3 +230,34 @@ def gradient(problem, params, X, c):
     g = np.array(g).reshape(-1)
     grads = {k: g[nlp.layout.slices[k]].reshape(nlp.layout.shapes[k]).copy() for k in nlp.layout.keys}
     return float(E), grads
+
+
+def evaluate(problem, params, train, test):
+    """:class:`~ocdl.result.Evaluation` at NumPy ``params`` by CasADi: E and ∇E by reverse-mode AD
+    of the reduced objective (:func:`gradient`), y^[N] by the forward sweep, E_test the same
+    objective on the test set; accuracy the fraction of samples with [W y^[N] + μ > 0] = c."""
+    from ocdl.result import Evaluation
+
+    d = int(np.asarray(params["W"]).shape[0])
+    params = problem_mod.check_params(problem, params, d)
+    E, grads = gradient(problem, params, train.X, train.c)
+    gflat = np.concatenate([g.reshape(-1) for g in grads.values()])
+    nlp_test = NetworkNLP(problem, lift(np.asarray(test.X, dtype=np.float64), d).T.copy(),
+                          np.asarray(test.c, dtype=np.float64), params, "reduced")
+    theta = nlp_test.layout.pack(params)
+    E_test = float(ca.Function("f", [nlp_test.theta], [nlp_test.f])(theta))
+
+    def final_states(X):
+        Y0 = lift(np.asarray(X, dtype=np.float64), d).T.copy()
+        nlp = nlp_test if X is test.X else NetworkNLP(problem, Y0, np.zeros(Y0.shape[1]), params, "reduced")
+        return nlp.simulate(theta)[0][-1]
+
+    def accuracy(YN, c):
+        z = np.asarray(params["W"]) @ YN + float(params["mu"])
+        return float(np.mean((z > 0).astype(np.float64) == np.asarray(c, dtype=np.float64)))
+
+    YN = final_states(train.X)
+    return Evaluation(objective=E, test_objective=E_test, gradient=grads,
+                      gradient_norm=float(np.linalg.norm(gflat)), gradient_norm_inf=float(np.max(np.abs(gflat))),
+                      train_accuracy=accuracy(YN, train.c), test_accuracy=accuracy(final_states(test.X), test.c),
+                      states=np.asarray(YN), engine="casadi")

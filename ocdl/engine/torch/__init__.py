@@ -1,0 +1,143 @@
+"""The PyTorch engine: the forward sweep, autograd and the hand-written partner adjoint, and
+first-order optimisers, on CPU or GPU (``problem.device``), float64 by default.
+
+Modules: :mod:`.network` (the forward sweep and the objective), :mod:`.adjoint` (the backward
+sweep with the symplectic partner method), :mod:`.optim` (the optimisers on the flat θ).
+Importing this package does not import torch; :class:`TorchEngine` does when it computes.
+"""
+
+from __future__ import annotations
+
+from ocdl.engines.base import Engine, Option, RunContext, count, nonnegative, one_of, positive, register
+
+
+def _fraction(v):
+    """A number in (0, 1)."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1
+    return None if ok else "must be a number in (0, 1)"
+
+
+def _above_one(v):
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 1 and v < float("inf")
+    return None if ok else "must be a finite number > 1"
+
+
+def _at_least_one(v):
+    ok = isinstance(v, int) and not isinstance(v, bool) and v >= 1
+    return None if ok else "must be an integer ≥ 1"
+
+
+def _shrink(v):
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
+    return None if ok else "must be a number in (0, 1]"
+
+
+COMMON = {
+    "gradient": Option("adjoint", "gradient used by the optimiser: 'adjoint' (partner sweep) or 'autograd'",
+                       one_of("adjoint", "autograd")),
+    "eval_every": Option(0, "record test objective and accuracies every k iterations (0: iterations/200)", count),
+    "progress_every": Option(0, "one progress line every k iterations (0: iterations/20)", count),
+    "checkpoint_every": Option(0, "write the run directory every k iterations (0: never)", count),
+    "gtol": Option(0.0, "stop when ‖∇E‖₂ ≤ gtol", nonnegative),
+    "threads": Option(0, "torch CPU threads (0: 1 for small batches, else torch's default)", count),
+}
+SOLVER_OPTIONS = {
+    "gd-armijo": {
+        "c": Option(0.4, "Armijo constant: accept when E(θ⁺) ≤ E(θ) + c ⟨g, θ⁺ − θ⟩", _fraction),
+        "rho": Option(0.5, "backtracking factor α ← ρ α", _fraction),
+        "alpha_max": Option(10.0, "largest trial step", positive),
+        "alpha0": Option(0.05, "α_prev before the first iteration (first trial 2 α₀)", positive),
+        "max_backtracks": Option(60, "trials per iteration", _at_least_one),
+    },
+    "gd-lipschitz": {
+        "L0": Option(0.1, "initial Lipschitz estimate (step 1/L)", positive),
+        "grow": Option(1.5, "L ← grow·L on a rejected trial", _above_one),
+        "shrink": Option(0.99, "L ← shrink·L after an accepted step", _shrink),
+        "max_trials": Option(200, "trials per iteration", _at_least_one),
+    },
+    "lbfgs": {
+        "lr": Option(1.0, "torch.optim.LBFGS learning rate", positive),
+        "history_size": Option(20, "curvature pairs kept", _at_least_one),
+    },
+    "adam": {"lr": Option(1e-2, "torch.optim.Adam learning rate", positive)},
+}
+
+
+class TorchEngine(Engine):
+    """Solvers on the flat vector θ of the trained parameters (see :mod:`.optim`); the gradient
+    by the partner adjoint (default) or autograd; evaluation by the adjoint sweep."""
+
+    name = "torch"
+    solvers = {
+        "gd-armijo": "steepest descent with Armijo backtracking (the paper's RK-network runs)",
+        "gd-lipschitz": "steepest descent with a Lipschitz estimate (the paper's learned-step runs)",
+        "lbfgs": "torch.optim.LBFGS with a strong-Wolfe search",
+        "adam": "torch.optim.Adam (projected for simplex steps)",
+    }
+    options = {name: {**opts, **COMMON} for name, opts in SOLVER_OPTIONS.items()}
+    default_solver = "gd-armijo"
+    resumable = True
+
+    def check(self, problem, d: int) -> None:
+        tab = problem.tableau
+        if problem.has_skip and not tab.explicit:
+            from ocdl.errors import OcdlError
+
+            raise OcdlError(f"tableau {tab.name!r} is implicit; the PyTorch engine runs explicit tableaux only "
+                            "(use --backend casadi)")
+        opts = self.check_options(problem)
+        if problem.solver.name == "lbfgs" and problem.time_steps == "simplex" and "h" in problem.trainable():
+            from ocdl.errors import OcdlError
+
+            raise OcdlError("solver 'lbfgs' cannot keep h on the simplex; use gd-armijo, gd-lipschitz or adam")
+        del opts
+
+    def solve(self, problem, data, params0, run: RunContext):
+        from ocdl.engines.torch.network import TorchNetwork, configure_threads
+        from ocdl.engines.torch.optim import Objective, optimise
+
+        train, test = data
+        d = int(params0["W"].shape[0])
+        opts = self.check_options(problem)
+        configure_threads(train.n, d, int(opts["threads"]))
+        net = TorchNetwork(problem, d)
+        base = net.to_torch(params0)
+        obj = Objective(net, base, problem.trainable(), net.inputs(train.X), net.tensor(train.c),
+                        net.inputs(test.X), net.tensor(test.c))
+        return optimise(obj, problem, obj.flat(base), problem.solver.iterations, opts, state=run.state,
+                        history=run.history, log=run.log, checkpoint=run.checkpoint)
+
+    def evaluate(self, problem, params, data, device: str = "cpu", dtype: str = "float64"):
+        """E by the forward sweep, ∇E by the partner adjoint, on ``device`` in ``dtype``
+        (float64 on the CPU unless told otherwise, whatever the problem trains in)."""
+        import torch
+
+        from ocdl.engines.torch.adjoint import grad_adjoint
+        from ocdl.engines.torch.network import TorchNetwork
+        from ocdl.result import Evaluation
+
+        train, test = data
+        d = int(params["W"].shape[0])
+        net = TorchNetwork(problem, d, device=device, dtype=dtype)
+        prm = net.to_torch(params)
+        Y0, c = net.inputs(train.X), net.tensor(train.c)
+        E, g = grad_adjoint(net, prm, Y0, c)
+        gflat = torch.cat([v.reshape(-1) for v in g.values()])
+        Y0_test, c_test = net.inputs(test.X), net.tensor(test.c)
+        with torch.no_grad():
+            E_test = float(net.objective(prm, Y0_test, c_test))
+            yN = net.forward(prm, Y0)
+        return Evaluation(
+            objective=float(E),
+            test_objective=E_test,
+            gradient={k: v.detach().cpu().numpy().astype("float64") for k, v in g.items()},
+            gradient_norm=float(torch.linalg.vector_norm(gflat)),
+            gradient_norm_inf=float(gflat.abs().max()),
+            train_accuracy=net.accuracy(prm, Y0, c),
+            test_accuracy=net.accuracy(prm, Y0_test, c_test),
+            states=yN.detach().cpu().numpy().astype("float64"),
+            engine=self.name,
+        )
+
+
+ENGINE = register(TorchEngine())
