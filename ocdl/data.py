@@ -21,17 +21,24 @@ import numpy as np
 
 from ocdl.errors import OcdlError
 
-__all__ = ["Dataset", "make", "generate", "load_file", "DEFAULT_NOISE", "GENERATORS"]
+__all__ = ["Dataset", "make", "generate", "load_file", "from_arrays", "DEFAULT_NOISE", "GENERATORS"]
 
 DEFAULT_NOISE = {"donut1d": 0.1, "donut2d": 0.1, "spiral": 0.05, "squares": 0.1}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Dataset:
-    """Points ``X`` (n, dim) and labels ``c`` (n,) in {0, 1}, float64."""
+    """Points ``X`` (n, dim) and labels ``c`` (n,) in {0, 1}, float64; equal when the arrays are."""
 
     X: np.ndarray
     c: np.ndarray
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Dataset):
+            return NotImplemented
+        return np.array_equal(self.X, other.X) and np.array_equal(self.c, other.c)
+
+    __hash__ = None
 
     @property
     def n(self) -> int:
@@ -164,6 +171,8 @@ def load_file(path: str | Path) -> Dataset:
 
 def make(spec) -> tuple[Dataset, Dataset]:
     """Train and test sets for a :class:`ocdl.problem.DataSpec` (independent seeded draws)."""
+    if spec.name == "arrays":
+        return spec.train, spec.test if spec.test is not None else spec.train
     if spec.name == "file":
         train = load_file(spec.path)
         test = load_file(spec.test_path) if spec.test_path else train
@@ -184,3 +193,15 @@ def lift(X: np.ndarray, d: int) -> np.ndarray:
     if X.shape[1] == d:
         return X
     return np.concatenate([X, np.zeros((X.shape[0], d - X.shape[1]))], axis=1)
+
+
+def from_arrays(X, c, source: str = "data") -> Dataset:
+    """A :class:`Dataset` from a user's arrays, checked as a data file is: X (n × dim) finite
+    numbers, c (n,) labels 0 or 1."""
+    try:
+        X, c = np.array(X), np.array(c)
+    except (TypeError, ValueError) as e:
+        raise OcdlError(f"{source}: not arrays: {e}") from None
+    if X.dtype.kind not in "biuf" or c.dtype.kind not in "biuf":
+        raise OcdlError(f"{source}: features and labels must be numeric, got dtypes {X.dtype} and {c.dtype}")
+    return _validate(X, c, source)

@@ -29,7 +29,6 @@ from typing import Callable
 import numpy as np
 
 from ocdl import catalogue, data as data_mod, rundir
-from ocdl.optional import casadi_feature
 
 PROBLEM_TOML = """\
 # ocdl demo: a well-posed Kutta(4) network on the spiral, solved to KKT 1e-10.
@@ -79,7 +78,6 @@ tol = 1e-10
 THRESHOLDS = {"kkt_unscaled": 1e-8, "objective": 1e-12, "gradient_norm": 1e-8, "gradient_engines": 1e-8, "costates": 1e-8,
               "commutation_partner": 1e-12}
 QUICK_N = 40
-FALLBACK_ITERATIONS = 2000
 
 
 def default_problem(n: int | None = None, overrides=()):
@@ -88,15 +86,6 @@ def default_problem(n: int | None = None, overrides=()):
     if n is not None:
         problem = problem.replace(data__n=int(n))
     return problem
-
-
-def casadi_available() -> str | None:
-    """None if ``ocdl.casadi_backend`` offers solve() and gradient(), else the reason."""
-    for name in ("solve", "gradient"):
-        found = casadi_feature(name)
-        if isinstance(found, str):
-            return found
-    return None
 
 
 def _rel(a, b) -> float:
@@ -109,8 +98,8 @@ def _rel(a, b) -> float:
 
 def cross_check(problem, params, train, costates) -> dict:
     """The PyTorch engine at θ*: objective, reduced gradient, costates; against CasADi where given."""
-    from ocdl.torch_backend.adjoint import grad_adjoint
-    from ocdl.torch_backend.network import TorchNetwork
+    from ocdl.engine.torch.adjoint import grad_adjoint
+    from ocdl.engine.torch.network import TorchNetwork
 
     d = params["W"].shape[0]
     net = TorchNetwork(problem, d, device="cpu", dtype="float64")
@@ -125,11 +114,7 @@ def cross_check(problem, params, train, costates) -> dict:
         "gradient_norm_by_key": {k: float(np.linalg.norm(v)) for k, v in g.items()},
         "p_torch_max": float(co["p"].abs().max()),
     }
-    why = casadi_available()
-    if why is not None:
-        out["casadi"] = why
-        return out
-    from ocdl.casadi_backend import gradient
+    from ocdl.engine.casadi import gradient
 
     E_c, g_c = gradient(problem, params, train.X, train.c)
     scale = max(float(np.max(np.abs(v), initial=0.0)) for v in g.values())
@@ -203,11 +188,6 @@ def run(out: str | Path, n: int | None = None, quick: bool = False, overrides=()
     problem = default_problem(QUICK_N if quick and n is None else n, overrides)
     out = Path(out)
     rundir.prepare(out, force=force)
-    why = casadi_available()
-    if why is not None and problem.solver.backend == "casadi":
-        say(f"warning: {why}; solving with the PyTorch engine (gd-armijo) instead — the cross-engine checks are unavailable")
-        problem = problem.replace(solver__backend="torch", solver__name="gd-armijo", solver__iterations=FALLBACK_ITERATIONS,
-                                  solver__options={})
     torch.set_num_threads(1)
     train, test = data_mod.make(problem.data)
     say(f"[1/4] solving: {problem.data.name} (n = {problem.data.n}), {problem.tableau.name}, {problem.N} layers, "
@@ -226,7 +206,7 @@ def run(out: str | Path, n: int | None = None, quick: bool = False, overrides=()
     say("[2/4] cross-check with the PyTorch engine at the solution")
     xc = cross_check(problem, res.params, train, res.costates)
     say("[3/4] verify commutation at the solution (gradient of the data term)")
-    comm = commutation(Instance.make(data_term(problem), res.params), casadi=casadi_available() is None)
+    comm = commutation(Instance.make(data_term(problem), res.params), casadi=True)
     say("[4/4] stability check of the trained network")
     stab = stability_network.json_view(stability_network.check(problem, res.params, train.X))
     report = {

@@ -13,7 +13,7 @@ Both fields write them through one cotangent D ∈ R^{d×m} of the pre-activatio
 
 so that a Runge–Kutta layer with one (K, β) for all stages (per-layer controls) needs Kᵀ only
 once, Jᵀ-summed over the stages: Σ_i w_i J_iᵀ M_i = Kᵀ Σ_i w_i D_i, and ∂β likewise from
-Σ_i w_i D_i (see :mod:`ocdl.torch_backend.adjoint`). ``at`` gives (F, S) from Z alone;
+Σ_i w_i D_i (see :mod:`ocdl.engine.torch.adjoint`). ``at`` gives (F, S) from Z alone;
 ``vjp_state`` returns (Jᵀ M, D); ``vjp_params_add`` adds w (∂_u f(Y))ᵀ M of one stage to
 gradient accumulators in place, ``vjp_K_extra_`` its part not of the form w D Yᵀ.
 
@@ -30,6 +30,10 @@ from ocdl.xp import dsigma_mul_fn
 
 
 class _Field:
+    """Shared by the fields: the VJPs written through the cotangent D (see the module docstring).
+    A field defines ``at(Z, K) -> (F, S)``, ``cotangent(Z, S, K, M) -> D`` and
+    ``lipschitz(L_σ, ‖K‖₂)``."""
+
     has_K_extra = False  # whether (∂_K f)ᵀ M has a part besides D Yᵀ (see vjp_K_extra_)
 
     def __init__(self, act: Activation, xp):
@@ -74,6 +78,11 @@ class _Field:
 class SigmaField(_Field):
     """f(y, (K, β)) = σ(K y + β)."""
 
+    @staticmethod
+    def lipschitz(L_sigma: float, norm_K: float) -> float:
+        """A bound on ‖∂_y f‖₂: L_σ ‖K‖₂."""
+        return L_sigma * norm_K
+
     def at(self, Z, K):
         """(F, S) from the pre-activation Z: S = σ(Z), F = S."""
         S = self.sigma(Z)
@@ -89,6 +98,11 @@ class MonotoneField(_Field):
 
     has_K_extra = True
 
+    @staticmethod
+    def lipschitz(L_sigma: float, norm_K: float) -> float:
+        """A bound on ‖∂_y f‖₂: L_σ ‖K‖₂²."""
+        return L_sigma * norm_K**2
+
     def at(self, Z, K):
         """(F, S) from the pre-activation Z: S = σ(Z), F = −Kᵀ S."""
         S = self.sigma(Z)
@@ -103,6 +117,14 @@ class MonotoneField(_Field):
         self.xp.addmm_(dK, S, M.T, -w)
 
 
-def make(family: str, act: Activation, xp):
-    """The vector field of a network family ('net' uses SigmaField as its layer map)."""
-    return MonotoneField(act, xp) if family == "monotone" else SigmaField(act, xp)
+FIELDS = {"sigma": SigmaField, "monotone": MonotoneField}
+"""The vector fields by name (``network.field``); a new field is a class here with ``at``,
+``cotangent`` (and ``vjp_K_extra_`` when ∂_K f has a part besides D Yᵀ) and ``lipschitz``, and
+its entry in this table."""
+
+
+def make(name: str, act: Activation, xp):
+    """The vector field ``name`` (:data:`FIELDS`) with activation ``act`` in namespace ``xp``."""
+    if name not in FIELDS:
+        raise OcdlError(f"unknown vector field {name!r}; known: {', '.join(FIELDS)}")
+    return FIELDS[name](act, xp)

@@ -21,7 +21,7 @@ def evaluate(problem, params, X, keep_states=False):
     """Network outputs for points X (m, dim): (probabilities S(z), y^[N] (m, d)[, all states])."""
     import torch
 
-    from ocdl.torch_backend.network import TorchNetwork
+    from ocdl.engine.torch.network import TorchNetwork
 
     d = params["W"].shape[0]
     net = TorchNetwork(problem, d, device="cpu", dtype="float64")
@@ -143,7 +143,7 @@ def write_figures(out: Path, problem, params, history, train, test) -> list[str]
     a2.set_title("accuracy (train solid, test dashed)")
     save(fig, "objective.png")
 
-    if problem.time_steps != "fixed" and problem.family != "net":
+    if problem.time_steps != "fixed" and problem.has_skip:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         draw_timesteps(ax, params["h"])
         ax.set_title(f"learned time steps ({problem.time_steps}); Σh = {float(np.sum(params['h'])):.4g}")

@@ -5,13 +5,22 @@ Every engine (PyTorch, CasADi) reads the same :class:`Problem`. With samples x_n
 
     y_n^[0] = x_n,   y_n^[j+1] = Ψ_j(y_n^[j]; u_j, h_j),   j = 0, …, N−1,
 
-where Ψ_j is one step of size h_j of the Runge–Kutta method (A, b, c) applied to y' = f(y, u):
+and the network is four independent choices (:class:`NetworkSpec`):
 
-    family "rk", "resnet", "odenet", "odenet-simplex":  f(y, (K, β)) = σ(K y + β)
-    family "monotone":                                  f(y, (K, β)) = −Kᵀ σ(K y + β)
-    family "net" (no skip connection):                  Ψ_j(y) = σ(K_j y + β_j)
+    field       the vector field f (:mod:`ocdl.fields`): "sigma"  f(y, (K, β)) = σ(K y + β),
+                "monotone"  f(y, (K, β)) = −Kᵀ σ(K y + β)
+    layer       "rk": Ψ_j is one step of size h_j of the Runge–Kutta method (A, b, c) for
+                y' = f(y, u) (a skip connection); "plain": Ψ_j(y) = f(y, u_j) (none)
+    time_steps  h_j "fixed" (= T/N), "learned", or learned on the "simplex" {h ≥ 0, Σ h = T}
+    controls    u = (K, β) "per-layer" (shared by the stages) or "per-stage"
 
-Controls u are (K, β) per layer (shared by the stages) or per stage. The objective is
+The paper's networks are presets of these (``family``):
+
+    net             plain layer, σ field                     resnet   Euler, fixed steps
+    rk              any tableau, fixed steps (the default)   odenet   Euler, learned steps
+    odenet-simplex  Euler, simplex steps                     monotone the −Kᵀσ field, any tableau
+
+The objective is
 
     E = Σ_n loss(W y_n^[N] + μ, c_n) [/ n if mean] + R,
     squared:  loss(z, c) = ½ (S(z) − c)²,   S(z) = 1/(1+e^{−z}) (the logistic hypothesis)
@@ -33,31 +42,47 @@ import numpy as np
 from ocdl import activations, tableau as tableau_mod
 from ocdl.errors import OcdlError
 
-FAMILIES = ("net", "resnet", "rk", "odenet", "odenet-simplex", "monotone")
 CONTROLS = ("per-layer", "per-stage")
 TIME_STEPS = ("fixed", "learned", "simplex")
+LAYERS = ("rk", "plain")
 LOSSES = ("squared", "logistic")
 PARAM_KEYS = ("K", "beta", "W", "mu", "h")
-BACKENDS = ("torch", "casadi")
-SOLVERS = {"torch": ("gd-armijo", "gd-lipschitz", "lbfgs", "adam"), "casadi": ("ipopt", "sqp", "bvp")}
-DATASETS = ("donut1d", "donut2d", "spiral", "squares", "file")
+DATASETS = ("donut1d", "donut2d", "spiral", "squares", "file", "arrays")
 
-# family -> (forced tableau or None, default time steps)
-_FAMILY_DEFAULTS = {
-    "net": ("euler", "fixed"),
-    "resnet": ("euler", "fixed"),
-    "rk": (None, "fixed"),
-    "odenet": ("euler", "learned"),
-    "odenet-simplex": ("euler", "simplex"),
-    "monotone": (None, "fixed"),
+
+@dataclass(frozen=True)
+class Preset:
+    """A named network (``family``): its vector field and layer form, the tableau it forces
+    (None: any), the time-step treatments it allows (the first is the default), whether the field
+    and the layer form may be changed, and its default step h (None: 1/N)."""
+
+    field: str
+    layer: str
+    tableau: str | None
+    time_steps: tuple
+    h: float | None
+    open_field: bool = True
+    open_layer: bool = False
+
+
+PRESETS = {
+    "net": Preset("sigma", "plain", "euler", ("fixed",), None),
+    "resnet": Preset("sigma", "rk", "euler", ("fixed",), None),
+    "rk": Preset("sigma", "rk", None, TIME_STEPS, 0.1, open_layer=True),
+    "odenet": Preset("sigma", "rk", "euler", ("learned",), None),
+    "odenet-simplex": Preset("sigma", "rk", "euler", ("simplex",), None),
+    "monotone": Preset("monotone", "rk", None, TIME_STEPS, 0.1, open_field=False),
 }
+FAMILIES = tuple(PRESETS)
 
 
 @dataclass(frozen=True)
 class DataSpec:
     """A data set: one of :data:`DATASETS`; ``n`` training and ``n_test`` test samples (two
     independent draws), Gaussian ``noise`` (None: the data set's default), ``seed``; for
-    ``name = "file"`` a CSV/NPZ ``path`` (and optional ``test_path``)."""
+    ``name = "file"`` a CSV/NPZ ``path`` (and optional ``test_path``); for ``name = "arrays"``
+    the in-memory :class:`ocdl.data.Dataset` ``train`` (and ``test``) of
+    :meth:`Problem.from_arrays`."""
 
     name: str = "spiral"
     n: int = 1000
@@ -66,16 +91,20 @@ class DataSpec:
     seed: int = 0
     path: str | None = None
     test_path: str | None = None
+    train: Any = field(default=None, repr=False)
+    test: Any = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """The network: family, tableau (registry name or file path), N layers, step h or final
-    time T (T = N h), width d (None: the data's dimension), activation, control layout and
-    time-step treatment (None: the family's default)."""
+    """The network: a preset ``family`` (:data:`PRESETS`), tableau (a registry name, a file path,
+    a :class:`~ocdl.tableau.Tableau` or a table {name, A, b, c}), N layers, step h or final time T
+    (T = N h), width d (None: the data's dimension), activation, control layout, and the choices
+    the preset leaves open: time-step treatment, vector ``field`` and ``layer`` form (None: the
+    preset's)."""
 
     family: str = "rk"
-    tableau: str = "rk4"
+    tableau: Any = "rk4"
     layers: int = 15
     h: float | None = None
     T: float | None = None
@@ -83,6 +112,8 @@ class NetworkSpec:
     activation: str = "tanh"
     controls: str = "per-layer"
     time_steps: str | None = None
+    field: str | None = None
+    layer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +151,8 @@ class InitSpec:
 
 @dataclass(frozen=True)
 class SolverSpec:
-    """Engine and optimiser; ``options`` holds solver-specific settings (tol, lr, …)."""
+    """Engine (``backend``: a name of :func:`ocdl.engine`) and its solver ``name``;
+    ``options`` holds the solver's settings (tol, lr, …; the engine declares them)."""
 
     backend: str = "torch"
     name: str = "gd-armijo"
@@ -150,10 +182,30 @@ class Problem:
         return self.network.family
 
     @property
+    def preset(self) -> Preset:
+        return PRESETS[self.network.family]
+
+    @property
+    def field(self) -> str:
+        """The vector field's name (:data:`ocdl.fields.FIELDS`)."""
+        return self.network.field or self.preset.field
+
+    @property
+    def layer(self) -> str:
+        """'rk' (a Runge–Kutta step of the field: a skip connection) or 'plain' (y ← f(y, u))."""
+        return self.network.layer or self.preset.layer
+
+    @property
+    def has_skip(self) -> bool:
+        """True for Runge–Kutta layers (an ODE behind the network), False for plain layers."""
+        return self.layer == "rk"
+
+    @property
     def tableau(self) -> tableau_mod.Tableau:
-        forced, _ = _FAMILY_DEFAULTS[self.network.family]
-        name = forced or self.network.tableau
-        return _tableau_from(name)
+        """The Runge–Kutta method of the layers (Euler, one stage, for plain layers)."""
+        if not self.has_skip:
+            return tableau_mod.get("euler")
+        return _tableau_from(self.preset.tableau or self.network.tableau)
 
     @property
     def activation(self) -> activations.Activation:
@@ -161,7 +213,7 @@ class Problem:
 
     @property
     def time_steps(self) -> str:
-        return self.network.time_steps or _FAMILY_DEFAULTS[self.network.family][1]
+        return self.network.time_steps or self.preset.time_steps[0]
 
     @property
     def N(self) -> int:
@@ -172,7 +224,7 @@ class Problem:
         net = self.network
         if net.T is not None:
             return float(net.T)
-        h = net.h if net.h is not None else _default_h(net)
+        h = net.h if net.h is not None else (self.preset.h or 1.0 / net.layers)
         return float(h * net.layers)
 
     @property
@@ -196,13 +248,13 @@ class Problem:
         keys = ["K", "beta"]
         if self.classifier.trainable:
             keys += ["W", "mu"]
-        if self.time_steps != "fixed" and self.family != "net":
+        if self.time_steps != "fixed" and self.has_skip:
             keys.append("h")
         return tuple(keys)
 
     def param_shapes(self, d: int) -> dict[str, tuple]:
         N, s = self.N, self.n_stages
-        if self.per_stage and self.family != "net":
+        if self.per_stage and self.has_skip:
             return {"K": (N, s, d, d), "beta": (N, s, d), "W": (d,), "mu": (), "h": (N,)}
         return {"K": (N, d, d), "beta": (N, d), "W": (d,), "mu": (), "h": (N,)}
 
@@ -234,18 +286,52 @@ class Problem:
 
         def clean(x):
             if dataclasses.is_dataclass(x):
-                return {k: clean(v) for k, v in dataclasses.asdict(x).items() if v is not None}
+                return {f.name: clean(getattr(x, f.name)) for f in dataclasses.fields(x)
+                        if getattr(x, f.name) is not None and f.name not in ("train", "test")}
             if isinstance(x, Mapping):
                 return {k: clean(v) for k, v in x.items() if v is not None}
             if isinstance(x, tuple):
                 return list(x)
             return x
 
-        return {
-            "dtype": self.dtype,
-            "device": self.device,
-            **{name: clean(getattr(self, name)) for name in _SECTIONS},
-        }
+        out = {"dtype": self.dtype, "device": self.device,
+               **{name: clean(getattr(self, name)) for name in _SECTIONS}}
+        tab = self.network.tableau
+        if not isinstance(tab, str) or tab.endswith((".toml", ".json")):
+            t = _tableau_from(tab)  # a user tableau is written inline: the run directory reruns anywhere
+            out["network"]["tableau"] = {"name": t.name, **t.entries()}
+        return out
+
+    # ------------------------------------------------------------ from arrays
+    @classmethod
+    def from_arrays(cls, X, c, X_test=None, c_test=None, *, network: Mapping | None = None,
+                    objective: Mapping | None = None, classifier: Mapping | None = None,
+                    init: Mapping | None = None, solver: Mapping | None = None,
+                    dtype: str = "float64", device: str = "cpu") -> "Problem":
+        """A problem on a user's own data: ``X`` (n×dim finite floats) and labels ``c`` (n, 0/1,
+        both classes present), optional test arrays (default: the training set). The sections
+        are plain dicts of the problem-file keys; ``network.tableau`` may be a
+        :class:`~ocdl.tableau.Tableau`; ``objective.tikhonov`` a number (every parameter) or a
+        dict. Bad input raises :class:`OcdlError` with one line."""
+        from ocdl import data as data_mod
+
+        train = data_mod.from_arrays(X, c, "X, c")
+        if train.n < 2:
+            raise OcdlError(f"X, c: need at least 2 samples, got {train.n}")
+        if len(np.unique(train.c)) < 2:
+            raise OcdlError(f"X, c: the labels hold one class only ({train.c[0]:g}); training needs both 0 and 1")
+        if (X_test is None) != (c_test is None):
+            raise OcdlError("X_test, c_test: give both or neither")
+        test = train if X_test is None else data_mod.from_arrays(X_test, c_test, "X_test, c_test")
+        if test.dim != train.dim:
+            raise OcdlError(f"X_test: has {test.dim} features but X has {train.dim}")
+        obj = dict(objective or {})
+        if "tikhonov" in obj and not isinstance(obj["tikhonov"], Mapping):
+            obj["tikhonov"] = {k: obj["tikhonov"] for k in PARAM_KEYS}
+        raw = {"network": dict(network or {}), "objective": obj, "classifier": dict(classifier or {}),
+               "init": dict(init or {}), "solver": dict(solver or {}), "dtype": dtype, "device": device}
+        base = from_dict(raw, source="problem")
+        return base.replace(data=DataSpec(name="arrays", n=train.n, n_test=test.n, train=train, test=test))
 
 
 _SECTIONS = {
@@ -258,14 +344,20 @@ _SECTIONS = {
 }
 
 
-def _default_h(net: NetworkSpec) -> float:
-    return 0.1 if net.family in ("rk", "monotone") else 1.0 / net.layers
-
-
-def _tableau_from(name: str) -> tableau_mod.Tableau:
-    if name.endswith((".toml", ".json")):
-        return tableau_mod.load(name)
-    return tableau_mod.get(name)
+def _tableau_from(spec) -> tableau_mod.Tableau:
+    """A Tableau from a registry name, a .toml/.json file path, a Tableau, or a table {name, A, b, c}."""
+    if isinstance(spec, tableau_mod.Tableau):
+        return spec
+    if isinstance(spec, Mapping):
+        unknown = set(spec) - {"name", "A", "b", "c"}
+        if unknown or "A" not in spec or "b" not in spec:
+            raise OcdlError("network.tableau: an inline tableau is a table with keys A, b (and name, c)")
+        return tableau_mod.Tableau(spec["A"], spec["b"], spec.get("c"), name=str(spec.get("name", "user")))
+    if not isinstance(spec, str):
+        raise OcdlError(f"network.tableau: expected a name, a file, a Tableau or a table, got {type(spec).__name__}")
+    if spec.endswith((".toml", ".json")):
+        return tableau_mod.load(spec)
+    return tableau_mod.get(spec)
 
 
 def _where(source: str | None, key: str) -> str:
@@ -280,7 +372,13 @@ def _check_type(val, typ, key, source):
         bool: lambda v: isinstance(v, bool),
         dict: lambda v: isinstance(v, Mapping),
         tuple: lambda v: isinstance(v, (list, tuple)),
+        "tableau": lambda v: isinstance(v, (str, Mapping, tableau_mod.Tableau)),
     }[typ]
+    if typ == "tableau":
+        if not ok(val):
+            raise OcdlError(f"{_where(source, key)}: expected a tableau name, file or table {{A, b}}, "
+                            f"got {type(val).__name__} {val!r}")
+        return dict(val) if isinstance(val, Mapping) else val
     if not ok(val):
         raise OcdlError(f"{_where(source, key)}: expected {typ.__name__}, got {type(val).__name__} {val!r}")
     if typ is float:
@@ -293,8 +391,8 @@ def _check_type(val, typ, key, source):
 _FIELD_TYPES = {
     "data": {"name": str, "n": int, "n_test": int, "noise": float, "seed": int, "path": str, "test_path": str},
     "network": {
-        "family": str, "tableau": str, "layers": int, "h": float, "T": float, "width": int,
-        "activation": str, "controls": str, "time_steps": str,
+        "family": str, "tableau": "tableau", "layers": int, "h": float, "T": float, "width": int,
+        "activation": str, "controls": str, "time_steps": str, "field": str, "layer": str,
     },
     "classifier": {"trainable": bool, "W": tuple, "mu": float},
     "objective": {"loss": str, "mean": bool, "tikhonov": dict, "smooth": float},
@@ -336,6 +434,11 @@ def from_dict(d: Mapping, source: str | None = None) -> Problem:
                     )
                 tk[k] = _check_type(v, float, f"objective.tikhonov.{k}", source)
             vals["tikhonov"] = tk
+        if sec == "network" and isinstance(vals.get("tableau"), Mapping):
+            try:
+                vals["tableau"] = _tableau_from(vals["tableau"])
+            except OcdlError as e:
+                raise OcdlError(f"{_where(source, 'network.tableau')}: {e}") from None
         if sec == "classifier" and "W" in vals:
             vals["W"] = tuple(_check_type(v, float, "classifier.W[]", source) for v in vals["W"])
         kwargs[sec] = cls(**vals)
@@ -367,6 +470,8 @@ def validate(p: Problem) -> None:
         raise OcdlError(f"data.noise: must be a finite number ≥ 0, got {data.noise}")
     if data.name == "file" and not data.path:
         raise OcdlError("data.path: required when data.name = 'file'")
+    if data.name == "arrays" and data.train is None:
+        raise OcdlError("data: name 'arrays' holds in-memory data; build it with Problem.from_arrays")
     _choice(net.family, FAMILIES, "network.family")
     _choice(net.controls, CONTROLS, "network.controls")
     if net.time_steps is not None:
@@ -382,22 +487,7 @@ def validate(p: Problem) -> None:
         raise OcdlError(f"network: h = {net.h} and T = {net.T} disagree for {net.layers} layers (T = N h)")
     if net.width is not None and net.width < 1:
         raise OcdlError(f"network.width: must be ≥ 1, got {net.width}")
-    forced, default_ts = _FAMILY_DEFAULTS[net.family]
-    ts = net.time_steps or default_ts
-    if net.family == "odenet-simplex" and ts != "simplex":
-        raise OcdlError(f"network: family 'odenet-simplex' needs time_steps 'simplex', got {ts!r}")
-    if net.family == "odenet" and ts == "fixed":
-        raise OcdlError("network: family 'odenet' learns its time steps; use 'resnet' for fixed steps")
-    if net.family in ("resnet",) and ts != "fixed":
-        raise OcdlError("network: family 'resnet' has fixed steps; use 'odenet' for learned ones")
-    if net.family == "net" and ts != "fixed":
-        raise OcdlError("network: family 'net' has no time steps to learn")
-    tab = _tableau_from(forced or net.tableau)
-    if ts == "simplex" and net.family not in ("odenet-simplex", "rk", "monotone"):
-        raise OcdlError(f"network: time_steps 'simplex' is not available for family {net.family!r}")
-    if net.family == "net" and net.controls == "per-stage":
-        raise OcdlError("network: family 'net' has no stages; use controls 'per-layer'")
-    del tab
+    _check_network_choices(net)
     _choice(obj.loss, LOSSES, "objective.loss")
     for k, v in dict(obj.tikhonov).items():
         if k not in PARAM_KEYS:
@@ -420,13 +510,47 @@ def validate(p: Problem) -> None:
         raise OcdlError(f"classifier.W: has {len(cl.W)} entries but the width is {net.width}")
     if cl.mu is not None and not np.isfinite(cl.mu):
         raise OcdlError("classifier.mu: must be finite")
-    _choice(sol.backend, BACKENDS, "solver.backend")
-    _choice(sol.name, SOLVERS[sol.backend], f"solver.name (backend {sol.backend!r})")
+    from ocdl.engine import base as engines  # light: the engines' declarations only
+
+    engines.get(sol.backend).check_solver(sol.name)
     if sol.iterations < 0:
         raise OcdlError(f"solver.iterations: must be ≥ 0, got {sol.iterations}")
     _choice(p.dtype, ("float64", "float32"), "dtype")
     if not (p.device == "cpu" or p.device.startswith("cuda")):
         raise OcdlError(f"device: {p.device!r} is not 'cpu' or 'cuda[:i]'")
+
+
+def _check_network_choices(net: NetworkSpec) -> None:
+    """The preset's constraints on the field, the layer form, the time steps and the controls."""
+    from ocdl import fields
+
+    fam, pre = net.family, PRESETS[net.family]
+    if net.field is not None:
+        _choice(net.field, tuple(fields.FIELDS), "network.field")
+        if not pre.open_field and net.field != pre.field:
+            raise OcdlError(f"network: family {fam!r} has field {pre.field!r}, got field {net.field!r} (use family 'rk')")
+    if net.layer is not None:
+        _choice(net.layer, LAYERS, "network.layer")
+        if not pre.open_layer and net.layer != pre.layer:
+            raise OcdlError(f"network: family {fam!r} has {pre.layer!r} layers, got layer {net.layer!r} (use family 'rk')")
+    layer = net.layer or pre.layer
+    ts = net.time_steps or pre.time_steps[0]
+    if layer == "plain" and ts != "fixed":
+        raise OcdlError(f"network: family {fam!r} has no time steps to learn" if fam == "net"
+                        else "network: plain layers have no time steps to learn")
+    if fam == "odenet-simplex" and ts != "simplex":
+        raise OcdlError(f"network: family 'odenet-simplex' needs time_steps 'simplex', got {ts!r}")
+    if fam == "odenet" and ts == "fixed":
+        raise OcdlError("network: family 'odenet' learns its time steps; use 'resnet' for fixed steps")
+    if fam == "resnet" and ts != "fixed":
+        raise OcdlError("network: family 'resnet' has fixed steps; use 'odenet' for learned ones")
+    if ts not in pre.time_steps:
+        raise OcdlError(f"network: time_steps {ts!r} is not available for family {fam!r}")
+    if layer == "rk":
+        _tableau_from(pre.tableau or net.tableau)
+    if layer == "plain" and net.controls == "per-stage":
+        raise OcdlError(f"network: family {fam!r} has no stages; use controls 'per-layer'" if fam == "net"
+                        else "network: plain layers have no stages; use controls 'per-layer'")
 
 
 def init_params(problem: Problem, d: int) -> dict[str, np.ndarray]:

@@ -1,8 +1,8 @@
-"""Train one problem with the engine it names, and write its run directory.
+"""Train one problem with the engine it names (:func:`ocdl.solve`), and write its run directory.
 
-The final figures of metrics.json are computed the same way for every engine (PyTorch,
-float64, at the returned parameters): ``objective`` E, ``gradient_norm`` ‖∇E‖₂ over the trained
-parameters (hand-written adjoint), ``train_accuracy``, ``test_accuracy``.
+The final figures of metrics.json (``objective`` E, ``gradient_norm`` ‖∇E‖₂ over the trained
+parameters, ``train_accuracy``, ``test_accuracy``) are the evaluation at the returned parameters
+by the engine that solved, or by ``evaluator``; ``evaluator`` names the engine that computed them.
 """
 
 from __future__ import annotations
@@ -12,67 +12,22 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
-
-from ocdl import data as data_mod, problem as problem_mod, rundir
+from ocdl import api, rundir
+from ocdl.engine import base as engines
+from ocdl.engine.base import RunContext
 from ocdl.errors import OcdlError
 from ocdl.result import SolveResult
 
 
 def setup(problem, init=None):
     """(train, test, d, params0): data, width and validated initial parameters."""
-    train, test = data_mod.make(problem.data)
-    d = problem.width(train.dim)
-    if d < train.dim:
-        raise OcdlError(f"network.width {d} is smaller than the data dimension {train.dim}")
-    if init is None:
-        params0 = problem_mod.init_params(problem, d)
-    else:
-        from_file = isinstance(init, (str, Path))
-        raw = rundir.load_params(init) if from_file else dict(init)
-        params0 = problem_mod.check_params(problem, raw, d, source=f"initial parameters {init}" if from_file else "initial parameters")
-    # A fixed classifier keeps the values the problem prescribes.
-    if not problem.classifier.trainable:
-        ref = problem_mod.init_params(problem, d)
-        params0["W"], params0["mu"] = ref["W"], ref["mu"]
-    return train, test, d, params0
+    _, (train, test), params0 = api.prepare(problem, init)
+    return train, test, int(params0["W"].shape[0]), params0
 
 
-def final_metrics(problem, params, train, test) -> dict:
-    """Objective, gradient norm and accuracies at ``params`` (PyTorch engine, float64, CPU)."""
-    from ocdl.torch_backend.adjoint import grad_adjoint
-    from ocdl.torch_backend.network import TorchNetwork
-
-    d = params["W"].shape[0]
-    net = TorchNetwork(problem, d, device="cpu", dtype="float64")
-    prm = net.to_torch(params)
-    Y0, c = net.inputs(train.X), net.tensor(train.c)
-    E, g = grad_adjoint(net, prm, Y0, c)
-    gflat = torch.cat([v.reshape(-1) for v in g.values()])
-    with torch.no_grad():
-        E_test = float(net.objective(prm, net.inputs(test.X), net.tensor(test.c)))
-    return {
-        "objective": float(E),
-        "test_objective": E_test,
-        "gradient_norm": float(torch.linalg.vector_norm(gflat)),
-        "gradient_norm_inf": float(gflat.abs().max()),
-        "train_accuracy": net.accuracy(prm, Y0, c),
-        "test_accuracy": net.accuracy(prm, net.inputs(test.X), net.tensor(test.c)),
-    }
-
-
-def _solve_torch(problem, train, test, d, params0, log, state=None, history=None, checkpoint=None):
-    from ocdl.torch_backend.network import TorchNetwork, configure_threads
-    from ocdl.torch_backend.optim import Objective, optimise
-
-    configure_threads(train.n, d, int(problem.solver.options.get("threads", 0)))
-    net = TorchNetwork(problem, d)
-    base = net.to_torch(params0)
-    obj = Objective(net, base, problem.trainable(), net.inputs(train.X), net.tensor(train.c),
-                    net.inputs(test.X), net.tensor(test.c))
-    theta0 = obj.flat(base)
-    return optimise(obj, problem, theta0, problem.solver.iterations, state=state, history=history,
-                    log=log, checkpoint=checkpoint)
+def final_metrics(problem, params, train, test, engine: str = "torch") -> dict:
+    """Objective, gradient norm and accuracies at ``params``, by ``engine``."""
+    return engines.get(engine).evaluate(problem, params, (train, test)).metrics()
 
 
 def train(
@@ -84,10 +39,12 @@ def train(
     force: bool = False,
     log: Callable[[str], None] | None = None,
     figures: bool = True,
+    evaluator: str | None = None,
 ):
     """Solve ``problem`` (or continue the run in ``resume``); write the run directory ``out``.
 
-    Returns (SolveResult, metrics dict). Raises OcdlError on bad input before anything is written.
+    Returns (Result, metrics dict). Raises OcdlError on bad input before anything is written.
+    ``evaluator``: the engine that computes the final figures (default: the one that solved).
     """
     log = None if quiet else (log or print)
     t0 = time.perf_counter()
@@ -100,14 +57,21 @@ def train(
         state = _read_state(Path(resume))
         history = metrics_saved.get("history")
         init = params_saved
-        if problem.solver.backend != "torch":
-            raise OcdlError("--resume continues PyTorch-engine runs; for CasADi use --init DIR")
-    train_set, test_set, d, params0 = setup(problem, init)
+        if not engines.get(problem.solver.backend).resumable:
+            raise OcdlError(f"--resume continues runs of resumable engines (torch); for "
+                            f"{problem.solver.backend} use --init DIR")
+    engine, data, params0 = api.prepare(problem, init)
+    train_set, test_set = data
+    if evaluator is not None:
+        engines.get(evaluator)
     if out is not None:
         out = rundir.prepare(out, force=force, resume=resume is not None)
+    results = []
 
     def write(res: SolveResult, final: bool):
-        metrics = {**final_metrics(problem, res.params, train_set, test_set), **res.metrics}
+        result = api.finish(problem, engine, res, data, time.perf_counter() - t0, evaluator)
+        results.append(result)
+        metrics = {**result.evaluation.metrics(), **res.metrics}
         metrics.update({
             "status": "interrupted" if res.interrupted else ("ok" if res.success else "failed"),
             "message": res.message,
@@ -115,6 +79,7 @@ def train(
             "wall_time_s": time.perf_counter() - t0 + (json_prev_wall if resume else 0.0),
             "engine": problem.solver.backend,
             "solver": problem.solver.name,
+            "evaluator": result.evaluation.engine,
             "history": res.history,
         })
         if out is not None:
@@ -127,6 +92,8 @@ def train(
             rundir.write_json(out / "state.json", st)
             if res.state and "torch_optimizer" in res.state:
                 import io
+
+                import torch
 
                 buf = io.BytesIO()
                 torch.save(res.state["torch_optimizer"], buf)
@@ -141,16 +108,15 @@ def train(
     if resume is not None:
         json_prev_wall = float(json.loads((Path(resume) / "metrics.json").read_text()).get("wall_time_s", 0.0))
         if state is not None and (Path(resume) / "optimizer.pt").is_file():
+            import torch
+
             state["torch_optimizer"] = torch.load(Path(resume) / "optimizer.pt", weights_only=False)
 
-    if problem.solver.backend == "torch":
-        res = _solve_torch(problem, train_set, test_set, d, params0, log, state=state, history=history,
-                           checkpoint=(lambda r: write(r, final=False)) if out is not None else None)
-    else:
-        from ocdl import casadi_backend
-
-        res = casadi_backend.solve(problem, train_set, test_set, params0, log=log or (lambda s: None), quiet=quiet)
+    run = RunContext(log=log, state=state, history=history,
+                     checkpoint=(lambda r: write(r, final=False)) if out is not None else None)
+    res = engine.solve(problem, data, params0, run)
     metrics = write(res, final=True)
+    result = results[-1]
     if log:
         log(
             f"{metrics['status']}: E = {metrics['objective']:.10e}, |grad E| = {metrics['gradient_norm']:.3e}, "
@@ -160,11 +126,11 @@ def train(
                if "start" in metrics else "")
             + f", {metrics['wall_time_s']:.1f} s" + (f" -> {out}" if out is not None else "")
         )
-        if res.interrupted:
+        if result.interrupted:
             log("interrupted: the run directory holds the last iterate (continue with --resume, or --init for CasADi)")
-        elif not res.success:
-            log(f"solver failed: {res.message}")
-    return res, metrics
+        elif not result.success:
+            log(f"solver failed: {result.message}")
+    return result, metrics
 
 
 def _read_state(run: Path) -> dict:

@@ -4,7 +4,7 @@ import torch
 
 from ocdl import data
 from ocdl.problem import DataSpec, NetworkSpec, ObjectiveSpec, Problem, init_params
-from ocdl.torch_backend.network import TorchNetwork
+from ocdl.engine.torch.network import TorchNetwork
 
 torch.set_num_threads(1)
 

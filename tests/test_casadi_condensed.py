@@ -1,4 +1,4 @@
-"""The reduced Hessian by the second-order adjoint (:mod:`ocdl.casadi_backend.condensed`) against
+"""The reduced Hessian by the second-order adjoint (:mod:`ocdl.engine.casadi.condensed`) against
 CasADi's own exact Hessian of the reduced objective, and the reduced IPOPT solve that uses it."""
 
 import casadi as ca
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from ocdl import data
-from ocdl.casadi_backend import solve
-from ocdl.casadi_backend.condensed import ReducedHessian
-from ocdl.casadi_backend.nlp import NetworkNLP
+from ocdl.engine.casadi import solve
+from ocdl.engine.casadi.condensed import ReducedHessian
+from ocdl.engine.casadi.nlp import NetworkNLP
 from ocdl.data import lift
 from ocdl.problem import ClassifierSpec, init_params
 from tests.conftest import small_problem
@@ -94,8 +94,8 @@ def test_second_order_adjoint_is_wrong_when_a_term_is_dropped():
 def test_reduced_solve_reaches_a_strict_local_minimiser():
     """IPOPT on the reduced NLP with this Hessian: KKT ≤ 1e-9, the PyTorch adjoint gradient vanishes
     there, and the Hessian is positive definite (second-order sufficient conditions)."""
-    from ocdl.torch_backend.adjoint import grad_adjoint
-    from ocdl.torch_backend.network import TorchNetwork
+    from ocdl.engine.torch.adjoint import grad_adjoint
+    from ocdl.engine.torch.network import TorchNetwork
 
     prob = small_problem(tableau="rk4", n=60).replace(
         solver__backend="casadi", solver__name="ipopt", solver__options={"tol": 1e-10, "formulation": "reduced"})

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from ocdl import data, tableau
-from ocdl.casadi_backend import gradient, solve
+from ocdl.engine.casadi import gradient, solve
 from ocdl.errors import OcdlError
 from ocdl.problem import SolverSpec, init_params
-from ocdl.torch_backend.adjoint import grad_adjoint
-from ocdl.torch_backend.network import TorchNetwork
+from ocdl.engine.torch.adjoint import grad_adjoint
+from ocdl.engine.torch.network import TorchNetwork
 from tests.conftest import setup_net, small_problem
 
 TOL = 1e-10
@@ -180,7 +180,7 @@ def test_bvp_block_jacobian_equals_the_whole_graph_jacobian(case):
     CasADi's Jacobian of the whole residual, entry by entry, with the same sparsity."""
     import casadi as ca
 
-    from ocdl.casadi_backend.bvp import HamiltonianBVP, _to_scipy
+    from ocdl.engine.casadi.bvp import HamiltonianBVP, _to_scipy
     from ocdl.data import lift
 
     prob = small_problem(**{"n": 12, "layers": 3, **case})
@@ -273,7 +273,7 @@ def test_lbfgs_hessian_runs():
 def test_ipopt_factorises_on_one_blas_thread(monkeypatch):
     """MUMPS's BLAS (CasADi's bundled OpenBLAS) runs on one thread after a solve, so that the
     iteration path does not depend on the machine's core count."""
-    from ocdl.casadi_backend import ipopt
+    from ocdl.engine.casadi import ipopt
 
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     prob = small_problem(n=20, layers=2)
@@ -301,7 +301,7 @@ def test_sigint_becomes_a_stop_request_and_the_handler_is_restored():
 def test_bvp_stops_on_request_with_a_valid_result(monkeypatch):
     """Ctrl-C during the BVP Newton iteration (simulated: the stop is requested after the first step)
     ends it with status 'interrupted' and the current iterate, marked interrupted."""
-    from ocdl.casadi_backend import bvp as bvp_mod
+    from ocdl.engine.casadi import bvp as bvp_mod
     from ocdl.interrupt import StopOnSigint
 
     class StopAfterOneStep(StopOnSigint):

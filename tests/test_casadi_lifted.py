@@ -1,4 +1,4 @@
-"""The trust-region SQP with condensed steps (:mod:`ocdl.casadi_backend.lifted`): its trust-region
+"""The trust-region SQP with condensed steps (:mod:`ocdl.engine.casadi.lifted`): its trust-region
 subproblem, its step against a dense solve of the full-space KKT system built by CasADi's AD, and
 its solutions against IPOPT's and the PyTorch partner adjoint."""
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from ocdl import data
-from ocdl.casadi_backend import solve
-from ocdl.casadi_backend.lifted import LiftedSQP, trust_region_step
-from ocdl.casadi_backend.nlp import NetworkNLP
+from ocdl.engine.casadi import solve
+from ocdl.engine.casadi.lifted import LiftedSQP, trust_region_step
+from ocdl.engine.casadi.nlp import NetworkNLP
 from ocdl.data import lift
 from ocdl.errors import OcdlError
 from ocdl.problem import ClassifierSpec, SolverSpec, init_params

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from ocdl import data, tableau
-from ocdl.casadi_backend import gradient, hager_errors, solve, solve_ocp
-from ocdl.casadi_backend.costates import backward_sweep
-from ocdl.casadi_backend.nlp import NetworkNLP
+from ocdl.engine.casadi import gradient, hager_errors, solve, solve_ocp
+from ocdl.engine.casadi.costates import backward_sweep
+from ocdl.engine.casadi.nlp import NetworkNLP
 from ocdl.data import lift
 from ocdl.errors import OcdlError
 from ocdl.ocp import OCP, hager

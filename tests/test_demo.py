@@ -36,22 +36,13 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     # The commutation at the solution holds in every case (PyTorch engine).
     for name in ("commutation", "bilinear invariant ⟨p_j, v_j⟩, max rel variation (partner)"):
         assert checks[name]["passed"] is True, checks[name]
-    why = demo.casadi_available()
-    if why is None:
-        assert rc == 0, log
-        xc = report["cross_check"]
-        assert report["solve"]["status"] == "ok" and report["solve"]["engine"] == "casadi"
-        assert xc["costates_rel_diff"] <= 1e-8
-        assert xc["gradient_norm_torch"] <= 1e-8
-        assert xc["objective_rel_diff"] <= 1e-12
-        assert all(r["passed"] is True for r in report["checks"]), report["checks"]
-    else:
-        # No CasADi engine: the cross-engine checks are reported unavailable, never faked.
-        assert rc == 1
-        assert "the cross-engine checks are unavailable" in log
-        unavailable = [r for r in report["checks"] if r["passed"] is None]
-        assert len(unavailable) == 5 and all(r["value"] is None and r["reason"] for r in unavailable)
-        assert "unavailable" in (out / "report.md").read_text()
+    assert rc == 0, log
+    xc = report["cross_check"]
+    assert report["solve"]["status"] == "ok" and report["solve"]["engine"] == "casadi"
+    assert xc["costates_rel_diff"] <= 1e-8
+    assert xc["gradient_norm_torch"] <= 1e-8
+    assert xc["objective_rel_diff"] <= 1e-12
+    assert all(r["passed"] is True for r in report["checks"]), report["checks"]
 
 
 def test_demo_refuses_bad_input(tmp_path, capsys):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ocdl import tableau
-from ocdl.torch_backend.adjoint import grad_adjoint
+from ocdl.engine.torch.adjoint import grad_adjoint
 from tests.conftest import setup_net, small_problem
 
 PARTNER_TABLEAUX = [n for n in tableau.names() if tableau.get(n).has_partner]

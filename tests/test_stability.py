@@ -14,7 +14,7 @@ from ocdl import activations, fields, tableau as tableau_mod, xp as xp_mod
 from ocdl.problem import init_params
 from ocdl.stability import discrete, flows, inverse, monotone
 from ocdl.stability.flows import BlockDiagonal
-from ocdl.torch_backend.network import TorchNetwork
+from ocdl.engine.torch.network import TorchNetwork
 
 from conftest import small_problem
 

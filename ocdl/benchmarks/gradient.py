@@ -132,8 +132,8 @@ def _peak_bytes(f, cuda: bool):
 
 
 def measure(problem, repeats=31, device="cpu"):
-    from ocdl.torch_backend.adjoint import grad_adjoint
-    from ocdl.torch_backend.network import TorchNetwork
+    from ocdl.engine.torch.adjoint import grad_adjoint
+    from ocdl.engine.torch.network import TorchNetwork
 
     tr, _ = data_mod.make(problem.data)
     d = problem.width(tr.dim)
@@ -205,7 +205,7 @@ def time_training(problem, iterations):
 
 
 def run(a) -> int:
-    from ocdl.torch_backend.network import configure_threads
+    from ocdl.engine.torch.network import configure_threads
 
     def problem(N):
         return Problem(

@@ -1,5 +1,5 @@
 """``ocdl bench solve``: the CasADi engine (IPOPT, full-space and reduced NLP; the trust-region
-SQP with condensed steps, :mod:`ocdl.casadi_backend.lifted`, on the same two NLPs; Newton on the
+SQP with condensed steps, :mod:`ocdl.engine.casadi.lifted`, on the same two NLPs; Newton on the
 Hamiltonian BVP from a 1e-3 perturbation of the first row's solution) against the PyTorch engine
 (L-BFGS to the same gradient norm) on one training problem, and the scaling of solve time and time
 per iteration in the number of samples m or layers N. The row ``full-from-reduced`` is the
@@ -131,7 +131,7 @@ def constant_in_time(params):
 
 def _objective_gradient_norm(prob, params, train) -> tuple[float, float]:
     """(E, ‖∇E‖) of the reduced objective at ``params``."""
-    from ocdl.casadi_backend import gradient
+    from ocdl.engine.casadi import gradient
 
     E, g = gradient(prob, params, train.X, train.c)
     return float(E), math.sqrt(sum(float((v * v).sum()) for v in g.values()))
@@ -143,7 +143,7 @@ def _gradient_norm(prob, params, train) -> float:
 
 def run_casadi(prob, constant_init=False, keep=None):
     """One IPOPT solve: a dict of figures (``keep``: a dict that receives the solution's params)."""
-    from ocdl.casadi_backend import solve
+    from ocdl.engine.casadi import solve
 
     train, test = data_mod.make(prob.data)
     p0 = init_params(prob, prob.width(train.dim))
@@ -174,7 +174,7 @@ def run_casadi(prob, constant_init=False, keep=None):
 def run_bvp(prob, solution, perturbation=1e-3, seed=7):
     """Newton on the Hamiltonian BVP from an IPOPT ``solution`` with every trained parameter
     perturbed by ``perturbation``·N(0, 1); ``controls_diff`` is max |θ_bvp − θ_ipopt|."""
-    from ocdl.casadi_backend import solve
+    from ocdl.engine.casadi import solve
 
     train, test = data_mod.make(prob.data)
     rng = np.random.default_rng(seed)

@@ -28,6 +28,9 @@ def add_problem_arguments(p):
     g.add_argument("--activation", default="tanh")
     g.add_argument("--controls", default="per-layer", choices=P.CONTROLS)
     g.add_argument("--time-steps", choices=P.TIME_STEPS, help="default: the family's")
+    g.add_argument("--field", help="vector field: sigma (σ(Ky+β)) | monotone (−Kᵀσ(Ky+β)); default: the family's")
+    g.add_argument("--layer", choices=P.LAYERS, help="rk (a Runge–Kutta step, skip connection) | plain (y ← f(y, u)); "
+                                                      "default: the family's")
     g = p.add_argument_group("classifier and objective")
     g.add_argument("--classifier", default="trainable", choices=("trainable", "fixed"))
     g.add_argument("--W", type=float, nargs="+", help="classifier weights (initial, or fixed)")
@@ -65,6 +68,7 @@ def problem_from_args(a) -> P.Problem:
         network=P.NetworkSpec(
             family=a.net, tableau=a.tableau_file or a.tableau, layers=a.layers, h=a.h, T=a.T,
             width=a.width, activation=a.activation, controls=a.controls, time_steps=a.time_steps,
+            field=getattr(a, "field", None), layer=getattr(a, "layer", None),
         ),
         classifier=P.ClassifierSpec(trainable=a.classifier == "trainable", W=tuple(a.W) if a.W else None, mu=a.mu),
         objective=P.ObjectiveSpec(loss=a.loss, mean=a.mean, tikhonov=tik, smooth=a.reg_smooth),
@@ -78,7 +82,9 @@ def problem_from_args(a) -> P.Problem:
 
 
 def _default_solver(backend):
-    return "gd-armijo" if backend == "torch" else "ipopt"
+    from ocdl.engine import base as engines
+
+    return engines.get(backend).default_solver
 
 
 def solver_options(a) -> dict:
@@ -93,8 +99,10 @@ def solver_options(a) -> dict:
 
 def add_solver_arguments(p):
     g = p.add_argument_group("solver")
-    g.add_argument("--backend", default="torch", choices=P.BACKENDS)
-    g.add_argument("--solver", help="torch: gd-armijo | gd-lipschitz | lbfgs | adam; casadi: ipopt | sqp | bvp")
+    from ocdl.engine import base as engines
+
+    g.add_argument("--backend", default="torch", choices=engines.names(), help="the engine")
+    g.add_argument("--solver", help="; ".join(f"{e}: {' | '.join(s)}" for e, s in engines.engines().items()))
     g.add_argument("--iterations", type=int, help="iterations in total (default 1000; with --resume: the run's own)")
     g.add_argument("--tol", type=float, help="casadi: KKT tolerance (default 1e-10)")
     g.add_argument("--hessian", choices=("exact", "lbfgs"), help="casadi: Hessian of the Lagrangian")
@@ -121,6 +129,8 @@ def register(sub):
     g.add_argument("--init", help="initial parameters: a run directory or .npz (K, beta, W, mu, h)")
     g.add_argument("--resume", help="continue the stopped run in this directory")
     g.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    g.add_argument("--evaluate-with", help="the engine that computes the final figures of metrics.json "
+                                           "(default: the engine that solved)")
     g.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -136,7 +146,8 @@ def run(a) -> int:
         problem = rundir.read_config(Path(a.config))
     else:
         problem = problem_from_args(a)
-    res, metrics = training.train(problem, out=a.out, init=a.init, resume=a.resume, quiet=a.quiet, force=a.force)
+    res, metrics = training.train(problem, out=a.out, init=a.init, resume=a.resume, quiet=a.quiet, force=a.force,
+                                  evaluator=a.evaluate_with)
     if res.interrupted:
         return 130
     return 0 if res.success else 1

@@ -63,7 +63,7 @@ def register(sub):
 
 def _quiet_threads(m: int = 1, d: int = 2):
     """Torch CPU threads for these small batches (one thread; see ``configure_threads``)."""
-    from ocdl.torch_backend.network import configure_threads
+    from ocdl.engine.torch.network import configure_threads
 
     configure_threads(m, d)
 

@@ -1,6 +1,6 @@
 """The engine interface: what every engine (PyTorch, CasADi, …) provides, and the registry.
 
-An engine is one package under :mod:`ocdl.engines` whose ``__init__`` defines a subclass of
+An engine is one package under :mod:`ocdl.engine` whose ``__init__`` defines a subclass of
 :class:`Engine` (cheap to import: the engine's own library is imported only when it computes) and
 registers it with :func:`register`. It declares its solvers and their options, and implements
 
@@ -59,7 +59,7 @@ class Engine(abc.ABC):
     # ------------------------------------------------------------------ checks
     def check_solver(self, solver: str) -> None:
         if solver not in self.solvers:
-            raise OcdlError(f"solver.name (engine {self.name!r}): {solver!r} is not one of {', '.join(self.solvers)}")
+            raise OcdlError(f"solver.name (backend {self.name!r}): {solver!r} is not one of {', '.join(self.solvers)}")
 
     def check_options(self, problem) -> dict:
         """``problem.solver.options`` with the defaults filled in; unknown names and values out of
@@ -135,7 +135,7 @@ def _load_builtin() -> None:
 
     for name in _BUILTIN:
         if name not in _REGISTRY:
-            importlib.import_module(f"ocdl.engines.{name}")
+            importlib.import_module(f"ocdl.engine.{name}")
 
 
 def get(engine: str | Engine) -> Engine:

@@ -67,7 +67,7 @@ class Experiment:
     def cost(self) -> float:
         """A relative cost (iterations × samples × stages), to start the longest first."""
         p = self.problem
-        stages = 1 if p.family == "net" else p.n_stages
+        stages = p.n_stages if p.has_skip else 1
         return float(p.solver.iterations) * p.data.n * p.N * stages
 
 

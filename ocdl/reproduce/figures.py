@@ -204,7 +204,7 @@ def initialisations_figure(res: Results, data: str, out: Path, written: list) ->
             ax.set_title(f"{LABELS[net]}, init seed {problem.init.seed}\n{_acc(m)}", fontsize=9)
         ax = axes[2, k]
         hs = [(g, res.get(g, data, net)) for g in groups]
-        hs = [(g, r) for g, r in hs if r is not None and r[0].time_steps != "fixed" and r[0].family != "net"]
+        hs = [(g, r) for g, r in hs if r is not None and r[0].time_steps != "fixed" and r[0].has_skip]
         if not hs:
             _missing(ax, "fixed steps" if net in ("resnet",) else "no time steps")
             continue
@@ -242,7 +242,7 @@ def classifier_figure(res: Results, data: str, out: Path, written: list) -> None
 
 def draw_all(out: str | Path, experiments: list[Experiment], loaded: dict) -> list[str]:
     """Draw every figure the finished experiments allow into ``out``/figures; returns names."""
-    from ocdl.torch_backend.network import configure_threads
+    from ocdl.engine.torch.network import configure_threads
 
     configure_threads(150 * 150, 2)  # small batches (a 150² grid): one thread, as in training
     folder = Path(out) / "figures"

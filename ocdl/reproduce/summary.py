@@ -21,7 +21,7 @@ NONZERO_REL = 1e-8
 
 def nonzero_steps(problem, params) -> int | None:
     """#{j : |h_j| > 10⁻⁸ T} for learned time steps, None for fixed ones."""
-    if problem.time_steps == "fixed" or problem.family == "net":
+    if problem.time_steps == "fixed" or not problem.has_skip:
         return None
     return int(np.sum(np.abs(np.asarray(params["h"])) > NONZERO_REL * problem.T))
 

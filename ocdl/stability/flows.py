@@ -206,7 +206,7 @@ class Flow:
             s1 = act.dsigma(refs, xp_mod.NUMPY)
             act = dataclasses.replace(act, sigma=lambda x, xp: s0 + s1 * (x - refs),
                                       dsigma=lambda x, xp: s1 + 0.0 * x)
-        return fields.make("monotone" if self.kind == "monotone" else "rk", act, xp_mod.NUMPY)
+        return fields.make("monotone" if self.kind == "monotone" else "sigma", act, xp_mod.NUMPY)
 
     def regime(self, Z: np.ndarray) -> np.ndarray | None:
         """The affine piece of σ each entry of Z lies in (None for smooth σ)."""

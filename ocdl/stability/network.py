@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ocdl import data as data_mod, rundir
+from ocdl import data as data_mod, fields, rundir
 from ocdl.problem import Problem
 
 FD_STEP = 1e-5
@@ -38,7 +38,7 @@ def load_run(run_dir: str | Path):
 
 def _net(problem: Problem, params, dim: int):
     from ocdl.problem import check_params
-    from ocdl.torch_backend.network import TorchNetwork
+    from ocdl.engine.torch.network import TorchNetwork
 
     d = problem.width(dim)
     params = check_params(problem, params, d)
@@ -92,10 +92,10 @@ def layer_bounds(problem: Problem, params, d: int) -> dict:
         normK = normK.max(axis=1)
     h = prm["h"]
     tab = problem.tableau
-    if problem.family == "net":
-        ell = L * normK
+    M = fields.FIELDS[problem.field].lipschitz(L, normK)  # ‖∂_y f‖₂ ≤ M_j
+    if not problem.has_skip:
+        ell = M
     else:
-        M = L * normK**2 if problem.family == "monotone" else L * normK
         absA, absb = np.abs(tab.A), np.abs(tab.b)
         terms, v = [], np.ones(tab.s)
         for k in range(1, tab.s + 1):
@@ -113,7 +113,7 @@ def check(problem: Problem, params, X: np.ndarray, pairs: int = 4000, seed: int 
     lb = layer_bounds(problem, params, d)
     local = local_lipschitz(problem, params, X)
     pair = pairwise_lipschitz(problem, params, X, pairs, seed)
-    monotone = problem.family == "monotone"
+    monotone = problem.field == "monotone" and problem.has_skip
     euler = problem.tableau.name == "euler"
     guaranteed = bool(monotone and euler and problem.activation.monotone and lb["euler_condition"].all())
     if not monotone:

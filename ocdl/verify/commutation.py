@@ -1,7 +1,7 @@
 """Discretise-then-optimise (DTO) versus optimise-then-discretise (OTD) at the same controls.
 
 DTO gradients are gradients of the discrete objective E(θ): PyTorch autograd (the reference) and
-CasADi AD (where ``ocdl.casadi_backend.gradient`` exists). OTD gradients come from the continuous
+CasADi AD (where ``ocdl.engine.casadi.gradient`` exists). OTD gradients come from the continuous
 adjoint equation discretised as in :mod:`ocdl.verify.adjoints`. Each is compared with the
 reference in the max-norm, each trained parameter block θ ∈ {K, β, W, μ, h} relative to its own
 size:
@@ -22,7 +22,6 @@ import numpy as np
 from ocdl.errors import OcdlError
 from ocdl.verify import adjoints
 from ocdl.verify.instance import Instance
-from ocdl.optional import casadi_feature
 
 METHODS = ("dto_autograd", "dto_casadi", "otd_partner", "otd_same_tableau", "otd_continuous")
 UNSCALED = "discrete_adjoint_unscaled"
@@ -68,22 +67,17 @@ def dto_autograd(inst: Instance):
     return float(E), {k: v.detach().numpy() for k, v in grads.items()}
 
 
-def casadi_gradient_function():
-    """``ocdl.casadi_backend.gradient`` or a string saying why it is not available."""
-    return casadi_feature("gradient")
-
-
 def dto_casadi(inst: Instance):
-    fn = casadi_gradient_function()
-    if isinstance(fn, str):
-        raise OcdlError(fn)
-    E, grads = fn(inst.problem, inst.params, inst.Y0.T.copy(), inst.c)
+    """(E, grads) by CasADi's reverse-mode AD of the reduced objective."""
+    from ocdl.engine.casadi import gradient
+
+    E, grads = gradient(inst.problem, inst.params, inst.Y0.T.copy(), inst.c)
     return float(E), {k: np.asarray(grads[k], dtype=np.float64) for k in inst.problem.trainable()}
 
 
 def discrete_adjoint_unscaled(inst: Instance):
     """(E, grads, p (N+1, d, m)) from the engine's backward sweep in unscaled stage variables."""
-    from ocdl.torch_backend.adjoint import grad_adjoint
+    from ocdl.engine.torch.adjoint import grad_adjoint
 
     params, Y0, c = inst.torch_args()
     E, grads, cost = grad_adjoint(inst.net, params, Y0, c, return_costates=True, form="unscaled")

@@ -18,7 +18,7 @@ from ocdl.errors import OcdlError
 from ocdl.problem import Problem
 
 #: Families whose layers are Runge–Kutta steps of an ODE y' = f(y, u) (everything but 'net').
-ODE_FAMILIES = ("rk", "resnet", "odenet", "odenet-simplex", "monotone")
+ODE_FAMILIES = tuple(k for k, v in problem_mod.PRESETS.items() if v.layer == "rk")
 
 
 def build_problem(base: Problem | None = None, *, tableau: str | None = None, layers: int | None = None,
@@ -56,7 +56,7 @@ def build_problem(base: Problem | None = None, *, tableau: str | None = None, la
         rep["data__seed"] = int(seed)
         rep["init__seed"] = int(seed)
     prob = base.replace(**rep) if rep else base
-    if prob.family not in ODE_FAMILIES:
+    if not prob.has_skip:
         raise OcdlError(f"verify: family {prob.family!r} has no ODE (no skip connection); use one of {', '.join(ODE_FAMILIES)}")
     if not prob.tableau.explicit:
         raise OcdlError(f"verify: tableau {prob.tableau.name!r} is implicit; verify runs explicit tableaux only")
@@ -105,7 +105,7 @@ class Instance:
     @property
     def field(self):
         """The vector field f(y, u) evaluated with NumPy."""
-        return fields.make(self.problem.family, self.problem.activation, xp_mod.NUMPY)
+        return fields.make(self.problem.field, self.problem.activation, xp_mod.NUMPY)
 
     def times(self) -> np.ndarray:
         """Layer times t_0 = 0, t_{j+1} = t_j + h_j."""
@@ -121,9 +121,9 @@ class Instance:
     # ------------------------------------------------------------------ the PyTorch engine
     @property
     def net(self):
-        """The :class:`~ocdl.torch_backend.network.TorchNetwork` of the problem (CPU, float64)."""
+        """The :class:`~ocdl.engine.torch.network.TorchNetwork` of the problem (CPU, float64)."""
         if self._net is None:
-            from ocdl.torch_backend.network import TorchNetwork
+            from ocdl.engine.torch.network import TorchNetwork
 
             self._net = TorchNetwork(self.problem, self.d, device="cpu", dtype="float64")
         return self._net

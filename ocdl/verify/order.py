@@ -14,7 +14,7 @@ relative max-norm:
     gradient  ∂E/∂θ: the discrete Σ_{j,i} φ(t_j + c_i h) ∂E/∂u_{j,i} against ∫ φ(t) ∂_u fᵀ p dt
               (the gradient with respect to the fixed coefficients θ, comparable across N);
     control   on Hager's problem (DESIGN.md §1) with optimised discrete controls: the grid control
-              u_j = −p_j against u*(t_j), from ``ocdl.casadi_backend.hager_errors`` where it exists.
+              u_j = −p_j against u*(t_j), from ``ocdl.engine.casadi.hager_errors`` where it exists.
 
 State, costate and gradient converge at the tableau's ODE order p (p^[0] and ∂E/∂θ are derivatives
 of the discrete objective, whose error is a smooth O(h^p) function of (y^[0], θ)); the optimal
@@ -35,7 +35,6 @@ from ocdl.errors import OcdlError
 from ocdl.verify import adjoints
 from ocdl.verify.commutation import rel_diff
 from ocdl.verify.instance import Instance, build_problem
-from ocdl.optional import casadi_feature
 
 NS = (4, 8, 16, 32, 64, 128, 256)
 RTOL_REF = 1e-13
@@ -88,7 +87,7 @@ def reference(inst: Instance, ctl: SmoothControls):
 
 def discrete(inst: Instance, w: np.ndarray):
     """(y^[N], p^[0], ∂E/∂θ) of the discrete problem, by the engine's adjoint sweep."""
-    from ocdl.torch_backend.adjoint import grad_adjoint
+    from ocdl.engine.torch.adjoint import grad_adjoint
 
     net = inst.net
     params, Y0, c = inst.torch_args()
@@ -135,11 +134,6 @@ def fit_slope(Ns, errs, floor: float = FLOOR, n_min: int = N_MIN_FIT, max_points
     return float(-np.polyfit(np.log(N), np.log(e), 1)[0]), [int(x) for x in N]
 
 
-def hager_function():
-    """``ocdl.casadi_backend.hager_errors`` or a string saying why it is not available."""
-    return casadi_feature("hager_errors")
-
-
 def order(tableau: str, Ns=NS, T: float = 1.0, n: int = 20, seed: int = 0, control: bool = True) -> dict:
     """The JSON of ``ocdl verify order``: orders, per-N errors and fitted slopes."""
     tab = order_problem(tableau, Ns[0], T, n, seed).tableau
@@ -164,13 +158,10 @@ def order(tableau: str, Ns=NS, T: float = 1.0, n: int = 20, seed: int = 0, contr
     elif tab.oc_order is None:
         reason = "the order in optimal control needs every b_i > 0"
     else:
-        fn = hager_function()
-        if isinstance(fn, str):
-            reason = fn
-        else:
-            h = fn(tab, list(Ns))
-            err["control"] = [float(x) for x in _control_errors(h)]
-            slopes["control"], ranges["control"] = fit_slope(err["N"], err["control"])
+        from ocdl.engine.casadi import hager_errors
+
+        err["control"] = [float(x) for x in _control_errors(hager_errors(tab, list(Ns)))]
+        slopes["control"], ranges["control"] = fit_slope(err["N"], err["control"])
     if reason is not None:
         slopes["control"] = None
         result["control_reason"] = reason

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 
-from ocdl.engines.base import Engine, Option, RunContext, count, one_of, positive, register
+from ocdl.engine.base import Engine, Option, RunContext, count, one_of, positive, register
 
 
 def _table(v):
@@ -59,19 +59,19 @@ class CasadiEngine(Engine):
     default_solver = "ipopt"
 
     def check(self, problem, d: int) -> None:
-        from ocdl.engines.casadi.engine import engine_options
+        from ocdl.engine.casadi.engine import engine_options
 
         self.check_options(problem)
         engine_options(problem)
 
     def solve(self, problem, data, params0, run: RunContext):
-        from ocdl.engines.casadi.engine import solve
+        from ocdl.engine.casadi.engine import solve
 
         train, test = data
         return solve(problem, train, test, params0, log=run.log or (lambda s: None), quiet=run.log is None)
 
     def evaluate(self, problem, params, data):
-        from ocdl.engines.casadi.engine import evaluate
+        from ocdl.engine.casadi.engine import evaluate
 
         return evaluate(problem, params, *data)
 
@@ -84,8 +84,8 @@ _LAZY = {"solve": "engine", "gradient": "engine", "evaluate": "engine", "solve_o
 
 def __getattr__(name):
     if name in _LAZY:
-        return getattr(importlib.import_module(f"ocdl.engines.casadi.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'ocdl.engines.casadi' has no attribute {name!r}")
+        return getattr(importlib.import_module(f"ocdl.engine.casadi.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'ocdl.engine.casadi' has no attribute {name!r}")
 
 
 __all__ = ["CasadiEngine", "ENGINE", "solve", "gradient", "evaluate", "solve_ocp", "hager_errors", "OCPSolution"]

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ocdl.engines.casadi.nlp import NetworkNLP
+from ocdl.engine.casadi.nlp import NetworkNLP
 from ocdl.errors import OcdlError
 from ocdl.interrupt import StopOnSigint
 from ocdl.result import SolveResult

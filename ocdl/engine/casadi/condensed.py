@@ -36,8 +36,8 @@ import casadi as ca
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ocdl.engines.casadi.derivatives import layer_symbols, loss_symbols
-from ocdl.engines.casadi.network import compiled
+from ocdl.engine.casadi.derivatives import layer_symbols, loss_symbols
+from ocdl.engine.casadi.network import compiled
 
 
 class _InPlace:
@@ -70,7 +70,7 @@ class _InPlace:
 
 
 class ReducedHessian:
-    """∇²E(θ) of a reduced :class:`~ocdl.engines.casadi.nlp.NetworkNLP` (explicit tableaux and
+    """∇²E(θ) of a reduced :class:`~ocdl.engine.casadi.nlp.NetworkNLP` (explicit tableaux and
     family 'net'), and the IPOPT ``hess_lag`` callback built on it."""
 
     def __init__(self, nlp):

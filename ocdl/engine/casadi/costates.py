@@ -5,7 +5,7 @@ IPOPT's Lagrangian is L = f + Σ_j λ_jᵀ (Y^[j+1] − Ψ_j(Y^[j])). Stationari
 
     p^[j] = −λ_{j−1}   (j = 1, …, N),    p^[0] = (∂Ψ_0/∂y)ᵀ p^[1]
 
-are the costates p = ∂E/∂y of :func:`ocdl.engines.torch.adjoint.grad_adjoint`. Stage costates:
+are the costates p = ∂E/∂y of :func:`ocdl.engine.torch.adjoint.grad_adjoint`. Stage costates:
 
   * stage slopes as variables, multipliers κ_i of F_i − f(Y_i) = 0:  κ_i = −h μ_i;
   * stages eliminated: h μ_i = ∂(p^[j+1]ᵀ Ψ_j)/∂E_i, the derivative of the step with respect to a

@@ -19,7 +19,7 @@ from __future__ import annotations
 import casadi as ca
 import numpy as np
 
-from ocdl.engines.casadi.network import compiled
+from ocdl.engine.casadi.network import compiled
 
 
 class _Assembler:

@@ -10,12 +10,12 @@ import casadi as ca
 import numpy as np
 
 from ocdl import problem as problem_mod
-from ocdl.engines.casadi import costates as costates_mod, ipopt
-from ocdl.engines.casadi.condensed import ReducedHessian
-from ocdl.engines.casadi.derivatives import structured_derivatives
-from ocdl.engines.casadi.lifted import LiftedSQP
-from ocdl.engines.casadi.network import jit_available
-from ocdl.engines.casadi.nlp import FORMULATIONS, STAGES, NetworkNLP
+from ocdl.engine.casadi import costates as costates_mod, ipopt
+from ocdl.engine.casadi.condensed import ReducedHessian
+from ocdl.engine.casadi.derivatives import structured_derivatives
+from ocdl.engine.casadi.lifted import LiftedSQP
+from ocdl.engine.casadi.network import jit_available
+from ocdl.engine.casadi.nlp import FORMULATIONS, STAGES, NetworkNLP
 from ocdl.data import lift
 from ocdl.errors import OcdlError
 from ocdl.result import SolveResult
@@ -117,14 +117,14 @@ def warn_well_posed(problem, tol, log):
 def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResult:
     """Train ``problem`` with IPOPT (``solver.name = 'ipopt'``), the trust-region SQP with condensed
     steps (``'sqp'``, :mod:`.lifted`) or Newton on the Hamiltonian BVP (``'bvp'``) from ``params0``;
-    see :mod:`ocdl.engines.casadi`."""
+    see :mod:`ocdl.engine.casadi`."""
     t_start = time.perf_counter()
     log = log or (lambda s: None)
     opts = engine_options(problem)
     d, params0, Y0, c = _inputs(problem, train, params0)
     warn_well_posed(problem, opts["tol"], log)
     if problem.solver.name == "bvp":
-        from ocdl.engines.casadi import bvp
+        from ocdl.engine.casadi import bvp
 
         return bvp.solve(problem, Y0, c, params0, opts, log=log, quiet=quiet, t_start=t_start)
     if problem.solver.name not in ("ipopt", "sqp"):

@@ -52,8 +52,8 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ocdl.engines.casadi.condensed import ReducedHessian
-from ocdl.engines.casadi.ipopt import Outcome
+from ocdl.engine.casadi.condensed import ReducedHessian
+from ocdl.engine.casadi.ipopt import Outcome
 from ocdl.interrupt import StopOnSigint
 
 ETA = 1e-4  # accept a step when actual / predicted reduction > ETA
@@ -111,7 +111,7 @@ def trust_region_step(H, b, radius):
 
 class LiftedSQP:
     """The method of the module docstring on a full-space or reduced
-    :class:`~ocdl.engines.casadi.nlp.NetworkNLP` (explicit tableaux, no simplex)."""
+    :class:`~ocdl.engine.casadi.nlp.NetworkNLP` (explicit tableaux, no simplex)."""
 
     def __init__(self, nlp, lifted: bool = True):
         self.nlp, self.lifted = nlp, lifted

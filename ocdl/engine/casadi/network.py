@@ -20,7 +20,7 @@ import casadi as ca
 import numpy as np
 
 from ocdl import fields, loss as loss_mod, regulariser, xp as xp_mod
-from ocdl.engines.casadi.discretisation import RKScheme
+from ocdl.engine.casadi.discretisation import RKScheme
 from ocdl.problem import PARAM_KEYS, Problem
 
 

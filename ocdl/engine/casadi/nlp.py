@@ -24,7 +24,7 @@ from __future__ import annotations
 import casadi as ca
 import numpy as np
 
-from ocdl.engines.casadi.network import CasadiNetwork, compiled
+from ocdl.engine.casadi.network import CasadiNetwork, compiled
 from ocdl.errors import OcdlError
 from ocdl.problem import Problem
 

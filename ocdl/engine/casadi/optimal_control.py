@@ -16,8 +16,8 @@ import casadi as ca
 import numpy as np
 
 from ocdl import tableau as tableau_mod
-from ocdl.engines.casadi import ipopt
-from ocdl.engines.casadi.discretisation import RKScheme
+from ocdl.engine.casadi import ipopt
+from ocdl.engine.casadi.discretisation import RKScheme
 from ocdl.errors import OcdlError
 from ocdl.ocp import OCP, hager
 

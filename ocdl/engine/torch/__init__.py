@@ -8,7 +8,7 @@ Importing this package does not import torch; :class:`TorchEngine` does when it 
 
 from __future__ import annotations
 
-from ocdl.engines.base import Engine, Option, RunContext, count, nonnegative, one_of, positive, register
+from ocdl.engine.base import Engine, Option, RunContext, count, nonnegative, one_of, positive, register
 
 
 def _fraction(v):
@@ -93,8 +93,8 @@ class TorchEngine(Engine):
         del opts
 
     def solve(self, problem, data, params0, run: RunContext):
-        from ocdl.engines.torch.network import TorchNetwork, configure_threads
-        from ocdl.engines.torch.optim import Objective, optimise
+        from ocdl.engine.torch.network import TorchNetwork, configure_threads
+        from ocdl.engine.torch.optim import Objective, optimise
 
         train, test = data
         d = int(params0["W"].shape[0])
@@ -112,8 +112,8 @@ class TorchEngine(Engine):
         (float64 on the CPU unless told otherwise, whatever the problem trains in)."""
         import torch
 
-        from ocdl.engines.torch.adjoint import grad_adjoint
-        from ocdl.engines.torch.network import TorchNetwork
+        from ocdl.engine.torch.adjoint import grad_adjoint
+        from ocdl.engine.torch.network import TorchNetwork
         from ocdl.result import Evaluation
 
         train, test = data

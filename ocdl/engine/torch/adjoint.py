@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from ocdl import loss as loss_mod, regulariser
-from ocdl.engines.torch.network import TorchNetwork
+from ocdl.engine.torch.network import TorchNetwork
 
 
 def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False, form: str = "auto", states=None):

@@ -24,8 +24,8 @@ import torch
 
 from ocdl import regulariser, simplex
 from ocdl.result import SolveResult
-from ocdl.engines.torch.adjoint import grad_adjoint
-from ocdl.engines.torch.network import TorchNetwork
+from ocdl.engine.torch.adjoint import grad_adjoint
+from ocdl.engine.torch.network import TorchNetwork
 
 @dataclass
 class Objective:
@@ -125,7 +125,7 @@ def optimise(
 ) -> SolveResult:
     """Run ``problem.solver.name`` from θ₀ until ``iterations`` in total (``state['iteration']``
     counts those already done when resuming) with the checked options ``opts``
-    (:meth:`ocdl.engines.torch.TorchEngine.check_options`). Ctrl-C returns the current point,
+    (:meth:`ocdl.engine.torch.TorchEngine.check_options`). Ctrl-C returns the current point,
     interrupted."""
     name = problem.solver.name
     obj.gradient = opts["gradient"]

@@ -1,0 +1,126 @@
+"""The library's calls: solve a :class:`~ocdl.problem.Problem` in an engine, evaluate it at given
+parameters, list the engines. The command line is a thin layer over these.
+
+    result = solve(problem, engine="casadi", solver="ipopt", tol=1e-10, init=params)
+    ev = evaluate(problem, params, engine="torch")
+    engines()        # {"torch": ("gd-armijo", …), "casadi": ("ipopt", "sqp", "bvp")}
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from ocdl import data as data_mod, problem as problem_mod
+from ocdl.engine import base as engines_mod
+from ocdl.engine.base import Engine, RunContext
+from ocdl.errors import OcdlError
+from ocdl.result import Evaluation, Result, SolveResult
+
+__all__ = ["solve", "evaluate", "engines", "prepare", "with_solver", "finish"]
+
+
+def engines() -> dict[str, tuple[str, ...]]:
+    """The registered engines and their solvers: {engine name: (solver names)}."""
+    return engines_mod.engines()
+
+
+def with_solver(problem, engine: str | None = None, solver: str | None = None,
+                iterations: int | None = None, options: Mapping | None = None):
+    """``problem`` with its solver section replaced where given. A change of engine or solver
+    starts from that solver's defaults (the problem's options belong to its own solver); else
+    ``options`` update the problem's."""
+    sol = problem.solver
+    eng = engines_mod.get(engine if engine is not None else sol.backend)
+    name = solver if solver is not None else (sol.name if eng.name == sol.backend else eng.default_solver)
+    same = eng.name == sol.backend and name == sol.name
+    opts = {**(dict(sol.options) if same else {}), **dict(options or {})}
+    if same and iterations is None and not options:
+        return problem
+    return problem.replace(solver=problem_mod.SolverSpec(
+        backend=eng.name, name=name, iterations=sol.iterations if iterations is None else int(iterations),
+        options=opts))
+
+
+def prepare(problem, init=None):
+    """(engine, (train, test), params0): the engine, the data and validated initial parameters,
+    every check done that can be done before a solve (width, data, labels, options)."""
+    if not isinstance(problem, problem_mod.Problem):
+        raise OcdlError(f"expected an ocdl.Problem, got {type(problem).__name__}")
+    engine = engines_mod.get(problem.solver.backend)
+    train, test = data_mod.make(problem.data)
+    d = problem.width(train.dim)
+    if d < train.dim:
+        raise OcdlError(f"network.width {d} is smaller than the data dimension {train.dim}")
+    if len(np.unique(train.c)) < 2:
+        raise OcdlError(f"data: the training labels hold one class only ({train.c[0]:g}); training needs both 0 and 1")
+    engine.check(problem, d)
+    params0 = initial_params(problem, d, init)
+    return engine, (train, test), params0
+
+
+def initial_params(problem, d: int, init=None) -> dict:
+    """The seeded initial parameters, or ``init`` (a dict of arrays, a run directory, a .npz)
+    checked against the problem's shapes; a fixed classifier keeps the problem's W, μ."""
+    from ocdl import rundir
+
+    if init is None:
+        params0 = problem_mod.init_params(problem, d)
+    else:
+        from_file = isinstance(init, (str, Path))
+        raw = rundir.load_params(init) if from_file else dict(init)
+        params0 = problem_mod.check_params(problem, raw, d, source=f"initial parameters {init}" if from_file
+                                           else "initial parameters")
+    if not problem.classifier.trainable:
+        ref = problem_mod.init_params(problem, d)
+        params0["W"], params0["mu"] = ref["W"], ref["mu"]
+    return params0
+
+
+def finish(problem, engine: Engine, out: SolveResult, data, wall_time_s: float,
+           evaluator: str | Engine | None = None) -> Result:
+    """The :class:`Result` of a solve: ``out`` with the evaluation at its parameters by
+    ``evaluator`` (default: the engine that solved)."""
+    ev = engines_mod.get(evaluator or engine).evaluate(problem, out.params, data)
+    status = "interrupted" if out.interrupted else ("ok" if out.success else "failed")
+    kkt = out.metrics.get("kkt_residual")
+    return Result(
+        params=out.params, objective=ev.objective, gradient_norm=ev.gradient_norm,
+        kkt_residual=None if kkt is None else float(kkt), costates=out.costates, status=status,
+        message=out.message, iterations=int(out.metrics.get("iterations", 0)), history=out.history,
+        wall_time_s=wall_time_s, engine=engine.name, solver=problem.solver.name, metrics=dict(out.metrics),
+        evaluation=ev, state=out.state,
+    )
+
+
+def solve(problem, engine: str | None = None, solver: str | None = None, *, init=None,
+          iterations: int | None = None, log: Callable[[str], None] | None = None,
+          evaluator: str | None = None, **options) -> Result:
+    """Solve ``problem`` and return its :class:`~ocdl.result.Result`.
+
+    ``engine`` and ``solver`` (default: the problem's ``[solver]``), ``iterations`` and solver
+    ``options`` (``tol=1e-10``, ``lr=…``; see ``ocdl.engine.get(name).options``) replace the
+    problem's; ``init`` the initial parameters (a dict such as ``result.params``, a run directory
+    or .npz; default: the problem's seeded draw); ``log`` receives progress lines (default: none).
+    The result is evaluated by the engine that solved it, or by ``evaluator``. Bad input raises
+    :class:`~ocdl.errors.OcdlError` before any work."""
+    t0 = time.perf_counter()
+    problem = with_solver(problem, engine, solver, iterations, options)
+    eng, data, params0 = prepare(problem, init)
+    out = eng.solve(problem, data, params0, RunContext(log=log))
+    return finish(problem, eng, out, data, time.perf_counter() - t0, evaluator)
+
+
+def evaluate(problem, params: Mapping[str, np.ndarray], engine: str | None = None) -> Evaluation:
+    """The objective E, its gradient, the accuracies and the final states y^[N] of ``problem``
+    at ``params`` (dict of arrays), computed by ``engine`` (default: the problem's)."""
+    if not isinstance(problem, problem_mod.Problem):
+        raise OcdlError(f"expected an ocdl.Problem, got {type(problem).__name__}")
+    eng = engines_mod.get(engine or problem.solver.backend)
+    train, test = data_mod.make(problem.data)
+    d = problem.width(train.dim)
+    prm = problem_mod.check_params(problem, params, d)
+    return eng.evaluate(problem, prm, (train, test))
