@@ -15,7 +15,7 @@ Names (imported on first use, so that ``import ocdl`` stays light):
 
     Problem, DataSpec, NetworkSpec, ClassifierSpec, ObjectiveSpec, InitSpec, SolverSpec
     Tableau, tableau (the registry: ``ocdl.tableau.get("rk4")``), Dataset, datasets (``make``)
-    solve, evaluate, engines, Result, Evaluation, Engine, OcdlError, load_problem, load_run
+    solve, evaluate, states, engines, Result, Evaluation, Engine, OcdlError, load_problem, load_run
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ _NAMES = {
     "Dataset": ("ocdl.data", "Dataset"),
     "solve": ("ocdl.api", "solve"),
     "evaluate": ("ocdl.api", "evaluate"),
+    "states": ("ocdl.api", "states"),
     "engines": ("ocdl.api", "engines"),
     "Result": ("ocdl.result", "Result"),
     "Evaluation": ("ocdl.result", "Evaluation"),

@@ -20,7 +20,7 @@ from ocdl.engine.base import Engine, RunContext
 from ocdl.errors import OcdlError
 from ocdl.result import Evaluation, Result, SolveResult
 
-__all__ = ["solve", "evaluate", "engines", "prepare", "with_solver", "finish"]
+__all__ = ["solve", "evaluate", "states", "engines", "prepare", "with_solver", "finish"]
 
 
 def engines() -> dict[str, tuple[str, ...]]:
@@ -124,3 +124,12 @@ def evaluate(problem, params: Mapping[str, np.ndarray], engine: str | None = Non
     d = problem.width(train.dim)
     prm = problem_mod.check_params(problem, params, d)
     return eng.evaluate(problem, prm, (train, test))
+
+
+def states(problem, params: Mapping[str, np.ndarray], X, engine: str | None = None) -> np.ndarray:
+    """The layer states y^[0], …, y^[N] of the points ``X`` (m × dim) at ``params``, by ``engine``
+    (default: the problem's): an array (N+1, m, d)."""
+    eng = engines_mod.get(engine or problem.solver.backend)
+    X = data_mod.from_arrays(X, np.zeros(len(X)), "X").X
+    d = problem.width(X.shape[1])
+    return eng.states(problem, problem_mod.check_params(problem, params, d), X)

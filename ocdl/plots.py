@@ -17,23 +17,17 @@ from ocdl.rundir import save_figure  # noqa: E402
 CMAP = "coolwarm"
 
 
-def evaluate(problem, params, X, keep_states=False):
-    """Network outputs for points X (m, dim): (probabilities S(z), y^[N] (m, d)[, all states])."""
-    import torch
+def evaluate(problem, params, X, keep_states=False, engine: str | None = None):
+    """Network outputs for points X (m, dim): (probabilities S(z), y^[N] (m, d)[, all states]),
+    z = W y^[N] + μ, by ``engine`` (default: the one the problem names)."""
+    from ocdl import api, loss as loss_mod, xp as xp_mod
 
-    from ocdl.engine.torch.network import TorchNetwork
-
-    d = params["W"].shape[0]
-    net = TorchNetwork(problem, d, device="cpu", dtype="float64")
-    prm = net.to_torch(params)
-    from ocdl import loss as loss_mod
-
-    with torch.no_grad():
-        yN, states = net.forward(prm, net.inputs(X), keep_states=True)
-        prob = loss_mod.sigmoid(net.logits(prm, yN), net.xp).numpy()
-    out = (prob, yN.T.numpy())
+    Y = api.states(problem, params, X, engine)
+    yN = Y[-1]
+    prob = loss_mod.sigmoid(yN @ np.asarray(params["W"]) + float(params["mu"]), xp_mod.NUMPY)
+    out = (prob, yN)
     if keep_states:
-        out += ([s.T.numpy() for s in states],)
+        out += (list(Y),)
     return out
 
 

@@ -6,6 +6,7 @@ registers it with :func:`register`. It declares its solvers and their options, a
 
     solve(problem, data, params0, run) -> SolveResult      train from params0
     evaluate(problem, params, data)    -> Evaluation       E, ∇E, accuracies, y^[N] at params
+    states(problem, params, X)         -> (N+1, m, d)      the forward sweep of any points
 
 The model is scipy's ``OdeSolver`` / diffrax's ``AbstractSolver``: callers (``ocdl.solve``, the
 command line, verify, stability) hold an engine object and never branch on its name.
@@ -93,6 +94,11 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, problem, params: Mapping[str, np.ndarray], data) -> Evaluation:
         """E, ∇E, accuracies and y^[N] at ``params`` on ``data`` = (train, test)."""
+
+    @abc.abstractmethod
+    def states(self, problem, params: Mapping[str, np.ndarray], X: np.ndarray) -> np.ndarray:
+        """The layer states y^[0], …, y^[N] of the points X (m × dim, lifted to the width d) by the
+        forward sweep at ``params``: an array (N+1, m, d)."""
 
 
 # ---------------------------------------------------------------------- option checks

@@ -21,8 +21,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-
 from ocdl import data as data_mod, fields, rundir
 from ocdl.problem import Problem
 
@@ -36,22 +34,11 @@ def load_run(run_dir: str | Path):
     return problem, params, train
 
 
-def _net(problem: Problem, params, dim: int):
-    from ocdl.problem import check_params
-    from ocdl.engine.torch.network import TorchNetwork
+def states(problem: Problem, params, X: np.ndarray, engine: str = "torch") -> np.ndarray:
+    """y_j(x_n) for every layer and sample: (N+1, m, d), by ``engine``'s forward sweep."""
+    from ocdl import api
 
-    d = problem.width(dim)
-    params = check_params(problem, params, d)
-    net = TorchNetwork(problem, d, device="cpu", dtype="float64")
-    return net, net.to_torch(params), d, params
-
-
-def states(problem: Problem, params, X: np.ndarray) -> np.ndarray:
-    """y_j(x_n) for every layer and sample: (N+1, m, d), by the PyTorch engine's forward sweep."""
-    net, prm, _, _ = _net(problem, params, X.shape[1])
-    with torch.no_grad():
-        _, ys = net.forward(prm, net.inputs(X), keep_states=True)
-    return np.stack([y.cpu().numpy().T for y in ys])
+    return api.states(problem, params, X, engine)
 
 
 def local_lipschitz(problem: Problem, params, X: np.ndarray, h_fd: float = FD_STEP) -> np.ndarray:

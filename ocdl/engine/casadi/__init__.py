@@ -75,6 +75,11 @@ class CasadiEngine(Engine):
 
         return evaluate(problem, params, *data)
 
+    def states(self, problem, params, X):
+        from ocdl.engine.casadi.engine import states
+
+        return states(problem, params, X)
+
 
 ENGINE = register(CasadiEngine())
 

@@ -72,35 +72,55 @@ def from_multipliers(nlp, x, lam_g) -> dict:
             P[j] = -kappa / h * scale[:, None, None]
         else:
             _, Pj = adj(states[j], U, h, nlp.t[j], p[j + 1].T)
-            P[j] = np.array(Pj).T.reshape(m, s, d).transpose(1, 0, 2)
+            P[j] = _stage_rows(Pj, m, s, d)
     out["P"] = P
     return out
 
 
-def backward_sweep(nlp, theta) -> dict:
-    """The same costates by the reverse-mode sweep p^[j] = (∂Ψ_j/∂y)ᵀ p^[j+1] from
-    p^[N] = ∂f/∂Y^[N] (for the reduced formulation, which has no state multipliers)."""
-    d, m, N, s = nlp.d, nlp.m, nlp.problem.N, nlp.net.s
-    theta = np.asarray(theta).reshape(-1)
-    states, _ = nlp.simulate(theta)
-    net = nlp.net
-    W = np.array(ca.DM(net.fixed_or_trained(ca.DM(theta), "W", nlp.base))).reshape(-1)
-    mu = float(ca.DM(net.fixed_or_trained(ca.DM(theta), "mu", nlp.base)))
-    g = np.array(net.dloss.map(m)(states[N], W, mu, nlp.c)).reshape(-1)
+def terminal_costate(nlp, theta, yN) -> np.ndarray:
+    """p^[N] = ℓ'(z) W with z = W y^[N] + μ (÷ m for the mean loss), one row per sample (m × d),
+    in numbers. (The Hamiltonian BVP states the same condition as an equation in CasADi symbols.)"""
+    net, m = nlp.net, nlp.m
+    th = ca.DM(theta)
+    W = np.array(ca.DM(net.fixed_or_trained(th, "W", nlp.base))).reshape(-1)
+    mu = float(ca.DM(net.fixed_or_trained(th, "mu", nlp.base)))
+    g = np.array(net.dloss.map(m)(yN, W, mu, nlp.c)).reshape(-1)
     if nlp.problem.objective.mean:
         g = g / m
+    return g[:, None] * W[None, :]
+
+
+def backward_sweep(nlp, theta, states=None, adjoint=None) -> dict:
+    """The costates by the sweep p^[j] = (∂Ψ_j/∂y)ᵀ p^[j+1] from p^[N] = ∂f/∂Y^[N] (for the
+    reduced formulation, which has no state multipliers, and for the Hamiltonian BVP), in numbers:
+    {'p': (N+1, m, d)[, 'P': (N, s, m, d)]}.
+
+    ``states``: Y^[0..N] (each d×m), by the forward sweep at θ if not given. ``adjoint``: the
+    one-sample step back, a CasADi Function with inputs y, U, h, t, p_next and outputs p, P (more
+    are ignored): :func:`layer_adjoint` (reverse-mode AD of the layer) if not given, the partner
+    costate step for the BVP."""
+    d, m, N, s = nlp.d, nlp.m, nlp.problem.N, nlp.net.s
+    theta = np.asarray(theta).reshape(-1)
+    if states is None:
+        states, _ = nlp.simulate(theta)
+    net = nlp.net
     p = np.empty((N + 1, m, d))
-    p[N] = g[:, None] * W[None, :]
-    adj = layer_adjoint(net).map(m)
+    p[N] = terminal_costate(nlp, theta, states[N])
+    adj = (adjoint if adjoint is not None else layer_adjoint(net)).map(m)
     P = np.empty((N, s, m, d))
     has_P = net.has_skip and net.scheme.explicit
     for j in range(N - 1, -1, -1):
         U, h = _numeric_controls(nlp, theta, j)
-        pj, Pj = adj(states[j], U, h, nlp.t[j], p[j + 1].T)
-        p[j] = np.array(pj).T
+        out = adj(y=states[j], U=U, h=h, t=nlp.t[j], p_next=p[j + 1].T)
+        p[j] = np.array(out["p"]).T
         if has_P:
-            P[j] = np.array(Pj).T.reshape(m, s, d).transpose(1, 0, 2)
+            P[j] = _stage_rows(out["P"], m, s, d)
     return {"p": p, "P": P} if has_P else {"p": p}
+
+
+def _stage_rows(P, m, s, d) -> np.ndarray:
+    """The stage costates (d × s·m, sample-major) of a mapped step as (s, m, d)."""
+    return np.array(P).T.reshape(m, s, d).transpose(1, 0, 2)
 
 
 def _numeric_controls(nlp, theta, j):

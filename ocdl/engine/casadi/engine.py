@@ -248,9 +248,7 @@ def evaluate(problem, params, train, test):
     E_test = float(ca.Function("f", [nlp_test.theta], [nlp_test.f])(theta))
 
     def final_states(X):
-        Y0 = lift(np.asarray(X, dtype=np.float64), d).T.copy()
-        nlp = nlp_test if X is test.X else NetworkNLP(problem, Y0, np.zeros(Y0.shape[1]), params, "reduced")
-        return nlp.simulate(theta)[0][-1]
+        return nlp_test.simulate(theta)[0][-1] if X is test.X else states(problem, params, X)[-1].T
 
     def accuracy(YN, c):
         z = np.asarray(params["W"]) @ YN + float(params["mu"])
@@ -261,3 +259,12 @@ def evaluate(problem, params, train, test):
                       gradient_norm=float(np.linalg.norm(gflat)), gradient_norm_inf=float(np.max(np.abs(gflat))),
                       train_accuracy=accuracy(YN, train.c), test_accuracy=accuracy(final_states(test.X), test.c),
                       states=np.asarray(YN), engine="casadi")
+
+
+def states(problem, params, X) -> np.ndarray:
+    """y^[0], …, y^[N] of the points X by the CasADi forward sweep: (N+1, m, d)."""
+    d = int(np.asarray(params["W"]).shape[0])
+    params = problem_mod.check_params(problem, params, d)
+    Y0 = lift(np.asarray(X, dtype=np.float64), d).T.copy()
+    nlp = NetworkNLP(problem, Y0, np.zeros(Y0.shape[1]), params, "reduced")
+    return np.stack([np.asarray(Y).T for Y in nlp.simulate(nlp.layout.pack(params))[0]])

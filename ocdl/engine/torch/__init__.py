@@ -139,5 +139,16 @@ class TorchEngine(Engine):
             engine=self.name,
         )
 
+    def states(self, problem, params, X, device: str = "cpu", dtype: str = "float64"):
+        import numpy as np
+        import torch
+
+        from ocdl.engine.torch.network import TorchNetwork
+
+        net = TorchNetwork(problem, int(params["W"].shape[0]), device=device, dtype=dtype)
+        with torch.no_grad():
+            _, ys = net.forward(net.to_torch(params), net.inputs(X), keep_states=True)
+        return np.stack([y.cpu().numpy().T for y in ys])
+
 
 ENGINE = register(TorchEngine())
