@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from ocdl.engine.casadi.costates import backward_sweep
 from ocdl.engine.casadi.nlp import NetworkNLP
 from ocdl.errors import OcdlError
 from ocdl.interrupt import StopOnSigint
@@ -114,7 +115,7 @@ class HamiltonianBVP:
         nlp = self.nlp
         theta = nlp.layout.pack(params)
         states, _ = nlp.simulate(theta)
-        p = self.costates(theta, states)["p"]
+        p = backward_sweep(nlp, theta, states, self.step)["p"]
         parts = [theta] + [states[j].T.reshape(-1) for j in range(1, self.N + 1)]
         parts += [p[j].reshape(-1) for j in range(1, self.N + 1)]
         if self.simplex:
@@ -136,27 +137,6 @@ class HamiltonianBVP:
         off = nth + N * d * m
         p = [z[off + j * d * m: off + (j + 1) * d * m].reshape(m, d) for j in range(N)]
         return theta, Y, p, (z[-1] if self.simplex else None)
-
-    def costates(self, theta, states) -> dict:
-        """p^[0..N] and the stage costates P by the partner backward sweep (numbers)."""
-        nlp, net, d, m, N, s = self.nlp, self.nlp.net, self.d, self.m, self.N, self.nlp.net.s
-        th = ca.DM(theta)
-        W = np.array(ca.DM(net.fixed_or_trained(th, "W", self.base))).reshape(-1)
-        mu = float(ca.DM(net.fixed_or_trained(th, "mu", self.base)))
-        dl = np.array(net.dloss.map(m)(states[N], W, mu, nlp.c)).reshape(-1)
-        if self.problem.objective.mean:
-            dl = dl / m
-        p = np.empty((N + 1, m, d))
-        p[N] = dl[:, None] * W[None, :]
-        P = np.empty((N, s, m, d))
-        step = self.step.map(m)
-        for j in range(N - 1, -1, -1):
-            h = nlp._step(th, j)
-            pj, Pj, _, _ = step(states[j], p[j + 1].T, net.controls(th, j), float(h) if not isinstance(h, float) else h, nlp.t[j])
-            p[j] = np.array(pj).T
-            if net.has_skip:
-                P[j] = np.array(Pj).T.reshape(m, s, d).transpose(1, 0, 2)
-        return {"p": p, "P": P} if net.has_skip else {"p": p}
 
     def _sample_major(self):
         """Row and column permutations that group each sample's states and costates (all
@@ -288,7 +268,7 @@ def solve(problem, Y0, c, params0, opts, log=print, quiet=False, t_start=None) -
     kkt = viol = float("nan")
     cost = None
     if finite:
-        cost = bvp.costates(theta, states)
+        cost = backward_sweep(nlp, theta, states, bvp.step)
         lam_g = np.zeros(nlp.g.shape[0])
         for j, blk in enumerate(nlp.blocks):
             lam_g[blk["gy"]] = -cost["p"][j + 1].reshape(-1)
