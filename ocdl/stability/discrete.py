@@ -20,25 +20,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ocdl import activations, fields, tableau as tableau_mod, xp as xp_mod
+from ocdl import activations, fields, rk, tableau as tableau_mod, xp as xp_mod
 from ocdl.errors import OcdlError
 from ocdl.stability.flows import BlockDiagonal
 from ocdl.stability.monotone import TOL
 
 
 def rk_step(tab: tableau_mod.Tableau, field, Y: np.ndarray, K, beta: np.ndarray, h) -> np.ndarray:
-    """One step of an explicit tableau for a field of :mod:`ocdl.fields` (NumPy, Y (d, m));
-    ``h`` is a scalar or an array broadcasting against Y (a step per unit row)."""
-    if not tab.explicit:
-        raise OcdlError(f"tableau {tab.name!r} is implicit; only explicit tableaux are stepped here")
-    Fs = []
-    for i in range(tab.s):
-        Yi = Y
-        for l in range(i):
-            if tab.A[i, l] != 0.0:
-                Yi = Yi + (h * tab.A[i, l]) * Fs[l]
-        Fs.append(field(Yi, K, beta)[0])
-    return Y + h * sum(tab.b[i] * Fs[i] for i in range(tab.s) if tab.b[i] != 0.0)
+    """One layer: :func:`ocdl.rk.rk_step` for F = field(·, K, β)[0], a field of :mod:`ocdl.fields`
+    (NumPy, Y (d, m)); ``h`` is a scalar or an array broadcasting against Y (a step per unit row)."""
+    return rk.rk_step(lambda Yi: field(Yi, K, beta)[0], Y, h, tab)
 
 
 def stability_function(tab: tableau_mod.Tableau, z: np.ndarray) -> np.ndarray:
