@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from ocdl import catalogue, data as data_mod, rundir
+from ocdl.metrics import rel_diff
 
 PROBLEM_TOML = """\
 # ocdl demo: a well-posed Kutta(4) network on the spiral, solved to KKT 1e-10.
@@ -88,14 +89,6 @@ def default_problem(n: int | None = None, overrides=()):
     return problem
 
 
-def _rel(a, b) -> float:
-    """max |a − b| / max |b| (absolute where b = 0)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    num = float(np.max(np.abs(a - b), initial=0.0))
-    den = float(np.max(np.abs(b), initial=0.0))
-    return num / den if den > 0 else num
-
-
 def cross_check(problem, params, train, costates) -> dict:
     """The PyTorch engine at θ*: objective, reduced gradient, costates; against CasADi where given."""
     from ocdl.engine.torch.adjoint import grad_adjoint
@@ -132,10 +125,10 @@ def cross_check(problem, params, train, costates) -> dict:
         if p_c.shape != p_t.shape:
             out["costates"] = f"shape {p_c.shape} from CasADi, {p_t.shape} from PyTorch"
         else:
-            out["costates_rel_diff"] = _rel(p_c, p_t)
-            out["costates_rel_diff_per_layer"] = [_rel(p_c[j], p_t[j]) for j in range(p_t.shape[0])]
+            out["costates_rel_diff"] = rel_diff(p_c, p_t)
+            out["costates_rel_diff_per_layer"] = [rel_diff(p_c[j], p_t[j]) for j in range(p_t.shape[0])]
             if "P" in costates and np.asarray(costates["P"]).shape == tuple(co["P"].shape):
-                out["stage_costates_rel_diff"] = _rel(costates["P"], co["P"].numpy())
+                out["stage_costates_rel_diff"] = rel_diff(costates["P"], co["P"].numpy())
     else:
         out["costates"] = "the CasADi solve returned no costates"
     return out

@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from ocdl import rk, tableau as tableau_mod
+from ocdl import metrics, rk, tableau as tableau_mod
 from ocdl.errors import OcdlError
 
 
@@ -47,3 +47,25 @@ def test_rk_step_refuses_implicit_tableaux():
     gauss1 = tableau_mod.Tableau([[0.5]], [1.0], [0.5], name="gauss1")  # implicit midpoint
     with pytest.raises(OcdlError, match="implicit"):
         rk.rk_step(lambda Y: Y, np.ones(2), 0.1, gauss1)
+
+
+# ---------------------------------------------------------------------------- rel_diff
+def test_rel_diff_by_hand():
+    """max |a − b| / max |b|: |(1.5, −2) − (1, −4)| = (0.5, 2), max |b| = 4."""
+    assert metrics.rel_diff([1.5, -2.0], [1.0, -4.0]) == 0.5
+    assert metrics.rel_diff(np.array([[3.0]]), np.array([[2.0]])) == 0.5
+    assert metrics.rel_diff(2.0, 2.0) == 0.0
+    # relative to the second argument only (not symmetric)
+    assert metrics.rel_diff([4.0], [2.0]) == 1.0 and metrics.rel_diff([2.0], [4.0]) == 0.5
+
+
+def test_rel_diff_absolute_where_the_reference_vanishes_and_for_empty_arrays():
+    assert metrics.rel_diff([0.25, -0.5], [0.0, 0.0]) == 0.5
+    assert metrics.rel_diff(np.zeros((0, 3)), np.zeros((0, 3))) == 0.0
+
+
+def test_rel_diff_computes_in_float64():
+    a = np.array([1.0 + 2.0**-30], dtype=np.float64)
+    b = np.array([1.0], dtype=np.float32)
+    assert metrics.rel_diff(a, b) == 2.0**-30
+    assert isinstance(metrics.rel_diff(np.float32(1.0), np.float32(2.0)), float)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ocdl import metrics
 from ocdl.errors import OcdlError
 from ocdl.verify import adjoints
 from ocdl.verify.instance import Instance
@@ -44,20 +45,16 @@ def rel_diff(g: dict, ref: dict) -> float:
 def rel_diff_global(g: dict, ref: dict) -> float:
     """‖g − ref‖_∞ / ‖ref‖_∞ with all parameters in one vector (dominated by the largest block,
     usually ∂E/∂μ; reported beside :func:`rel_diff`)."""
-    num = max(float(np.max(np.abs(np.asarray(g[k], dtype=np.float64) - np.asarray(ref[k], dtype=np.float64)), initial=0.0)) for k in ref)
-    den = max(float(np.max(np.abs(np.asarray(ref[k], dtype=np.float64)), initial=0.0)) for k in ref)
-    return num / den if den > 0 else num
+    def flat(x):
+        return np.concatenate([np.asarray(x[k], dtype=np.float64).ravel() for k in ref])
+
+    return metrics.rel_diff(flat(g), flat(ref))
 
 
 def rel_diff_by_key(g: dict, ref: dict) -> dict:
-    """‖g_k − ref_k‖_∞ / ‖ref_k‖_∞ for every key of ``ref`` (absolute where ref_k = 0)."""
-    out = {}
-    for k in ref:
-        a, r = np.asarray(g[k], dtype=np.float64), np.asarray(ref[k], dtype=np.float64)
-        num = float(np.max(np.abs(a - r), initial=0.0))
-        den = float(np.max(np.abs(r), initial=0.0))
-        out[k] = num / den if den > 0 else num
-    return out
+    """:func:`ocdl.metrics.rel_diff` ‖g_k − ref_k‖_∞ / ‖ref_k‖_∞ for every key of ``ref`` (absolute
+    where ref_k = 0)."""
+    return {k: metrics.rel_diff(g[k], ref[k]) for k in ref}
 
 
 def dto_autograd(inst: Instance):
