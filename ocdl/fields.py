@@ -29,7 +29,7 @@ from ocdl.errors import OcdlError
 from ocdl.xp import dsigma_mul_fn
 
 
-class _Field:
+class Field:
     """Shared by the fields: the VJPs written through the cotangent D (see the module docstring).
     A field defines ``at(Z, K) -> (F, S)``, ``cotangent(Z, S, K, M) -> D`` and
     ``lipschitz(L_σ, ‖K‖₂)``."""
@@ -75,7 +75,7 @@ class _Field:
         """The part of w (∂_K f)ᵀ M not of the form w D Yᵀ, added to dK in place (none here)."""
 
 
-class SigmaField(_Field):
+class SigmaField(Field):
     """f(y, (K, β)) = σ(K y + β)."""
 
     @staticmethod
@@ -93,7 +93,7 @@ class SigmaField(_Field):
         return self.dsigma_mul(Z, S, M)
 
 
-class MonotoneField(_Field):
+class MonotoneField(Field):
     """f(y, (K, β)) = −Kᵀ σ(K y + β) (the monotone-σ flow of the stability estimate)."""
 
     has_K_extra = True

@@ -22,21 +22,46 @@ def softplus(z, xp):
     return xp.relu(z) + xp.log1p(xp.exp(-xp.abs(z)))
 
 
+def _squared(z, c, xp):
+    """½ (S(z) − c)²."""
+    r = sigmoid(z, xp) - c
+    return 0.5 * r * r
+
+
+def _dsquared(z, c, xp):
+    """(S(z) − c) S(z)(1 − S(z))."""
+    S = sigmoid(z, xp)
+    return (S - c) * S * (1.0 - S)
+
+
+def _logistic(z, c, xp):
+    """log(1 + e^z) − c z."""
+    return softplus(z, xp) - c * z
+
+
+def _dlogistic(z, c, xp):
+    """S(z) − c."""
+    return sigmoid(z, xp) - c
+
+
+LOSSES = {"squared": (_squared, _dsquared), "logistic": (_logistic, _dlogistic)}
+"""The losses by name (``objective.loss``): (ℓ(z, c, xp), ∂ℓ/∂z(z, c, xp)), elementwise, written
+against an array namespace so that every engine evaluates the same expression."""
+
+
+def _get(kind: str):
+    if kind not in LOSSES:
+        from ocdl.errors import OcdlError
+
+        raise OcdlError(f"objective.loss: {kind!r} is not one of {', '.join(LOSSES)}")
+    return LOSSES[kind]
+
+
 def pointwise(kind: str, z, c, xp):
     """ℓ(z, c) elementwise."""
-    if kind == "squared":
-        r = sigmoid(z, xp) - c
-        return 0.5 * r * r
-    if kind == "logistic":
-        return softplus(z, xp) - c * z
-    raise ValueError(f"unknown loss {kind!r}")
+    return _get(kind)[0](z, c, xp)
 
 
 def dpointwise(kind: str, z, c, xp):
     """∂ℓ/∂z elementwise."""
-    S = sigmoid(z, xp)
-    if kind == "squared":
-        return (S - c) * S * (1.0 - S)
-    if kind == "logistic":
-        return S - c
-    raise ValueError(f"unknown loss {kind!r}")
+    return _get(kind)[1](z, c, xp)

@@ -39,13 +39,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ocdl import activations, tableau as tableau_mod
+from ocdl import activations, loss as loss_mod, tableau as tableau_mod
 from ocdl.errors import OcdlError
 
 CONTROLS = ("per-layer", "per-stage")
 TIME_STEPS = ("fixed", "learned", "simplex")
 LAYERS = ("rk", "plain")
-LOSSES = ("squared", "logistic")
+LOSSES = tuple(loss_mod.LOSSES)  # the built-in losses (validation reads the live table)
 PARAM_KEYS = ("K", "beta", "W", "mu", "h")
 DATASETS = ("donut1d", "donut2d", "spiral", "squares", "file", "arrays")
 
@@ -488,7 +488,7 @@ def validate(p: Problem) -> None:
     if net.width is not None and net.width < 1:
         raise OcdlError(f"network.width: must be ≥ 1, got {net.width}")
     _check_network_choices(net)
-    _choice(obj.loss, LOSSES, "objective.loss")
+    _choice(obj.loss, tuple(loss_mod.LOSSES), "objective.loss")
     for k, v in dict(obj.tikhonov).items():
         if k not in PARAM_KEYS:
             raise OcdlError(f"objective.tikhonov.{k}: unknown parameter; allowed: {', '.join(PARAM_KEYS)}")
