@@ -93,10 +93,6 @@ def _groups(cases: int, dims, seed: int):
     return [(d, kind, keys.count((d, kind)), np.random.default_rng(ss)) for (d, kind), ss in zip(uniq, root.spawn(len(uniq)))]
 
 
-def _ratio_stats(ratio: np.ndarray) -> dict:
-    return {"max_ratio": float(ratio.max()), "violations": int(np.sum(ratio.max(axis=0) > 1.0 + TOL))}
-
-
 def estimate_a(sigma="tanh", lam=1.0, delta=1e-3, A="random", cases=50, dims=(1, 2, 4, 8), T=1.0, seed=0) -> dict:
     """(a): same start, data f and f^δ = f + δ v: ‖y − y^δ‖ against λ‖A‖tδ."""
     act = activations.get(sigma)
