@@ -9,11 +9,14 @@ error as one line naming the file, the line and the key::
 
 Problem files are looked up by path, or by name relative to the catalogue root
 (``paper/rk/spiral-kutta4`` for ``problems/paper/rk/spiral-kutta4.toml``). The root is
-``$OCDL_PROBLEMS`` if set, else ``problems/`` of the source checkout, else ``./problems``.
+``$OCDL_PROBLEMS`` if set, else the catalogue shipped in the installed package
+(``ocdl/problems``, found with :mod:`importlib.resources`), else ``problems/`` of the source
+checkout (an editable install), else ``./problems``.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 import tomllib
@@ -32,10 +35,23 @@ def root() -> Path:
     env = os.environ.get("OCDL_PROBLEMS")
     if env:
         return Path(env)
+    packaged = _packaged()
+    if packaged is not None:
+        return packaged
     checkout = Path(__file__).resolve().parent.parent / "problems"
     if checkout.is_dir():
         return checkout
     return Path.cwd() / "problems"
+
+
+def _packaged() -> Path | None:
+    """``ocdl/problems`` of an installed wheel or sdist (pyproject.toml maps the repository's
+    ``problems/`` to it); None in a source checkout or an editable install, which have none."""
+    try:
+        folder = importlib.resources.files("ocdl") / "problems"
+    except (ImportError, TypeError):  # pragma: no cover - ocdl not loaded from a package
+        return None
+    return folder if isinstance(folder, Path) and folder.is_dir() else None
 
 
 def discover(folder: str | Path | None = None) -> list[Path]:
