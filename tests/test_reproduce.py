@@ -179,20 +179,21 @@ def test_ctrl_c_then_resume(tmp_path):
 
 @pytest.mark.slow
 def test_existing_dask_cluster_on_loopback(tmp_path, capsys):
-    """`--scheduler ADDRESS`: a `dask scheduler` and a `dask worker` started as separate processes."""
+    """`--scheduler ADDRESS`: a `dask scheduler` and a `dask worker` started as separate processes
+    (`python -m dask` of the running interpreter, so that the venv's bin need not be on PATH)."""
     sched_file = tmp_path / "scheduler.json"
     procs = []
     try:
         procs.append(subprocess.Popen(
-            ["dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+            [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
              "--scheduler-file", str(sched_file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()))
         deadline = time.time() + 60
         while not sched_file.is_file():
             assert time.time() < deadline, "the dask scheduler did not start"
             time.sleep(0.2)
         procs.append(subprocess.Popen(
-            ["dask", "worker", "--scheduler-file", str(sched_file), "--nthreads", "1", "--nworkers", "1",
-             "--no-dashboard", "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()))
+            [sys.executable, "-m", "dask", "worker", "--scheduler-file", str(sched_file), "--nthreads", "1",
+             "--nworkers", "1", "--no-dashboard", "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()))
         address = json.loads(sched_file.read_text())["address"]
         assert address.startswith("tcp://127.0.0.1:")
         from distributed import Client
