@@ -33,6 +33,7 @@ def with_solver(problem, engine: str | None = None, solver: str | None = None,
     """``problem`` with its solver section replaced where given. A change of engine or solver
     starts from that solver's defaults (the problem's options belong to its own solver); else
     ``options`` update the problem's."""
+    _check_problem(problem)
     sol = problem.solver
     eng = engines_mod.get(engine if engine is not None else sol.backend)
     name = solver if solver is not None else (sol.name if eng.name == sol.backend else eng.default_solver)
@@ -48,8 +49,7 @@ def with_solver(problem, engine: str | None = None, solver: str | None = None,
 def prepare(problem, init=None):
     """(engine, (train, test), params0): the engine, the data and validated initial parameters,
     every check done that can be done before a solve (width, data, labels, options)."""
-    if not isinstance(problem, problem_mod.Problem):
-        raise OcdlError(f"expected an ocdl.Problem, got {type(problem).__name__}")
+    _check_problem(problem)
     engine = engines_mod.get(problem.solver.backend)
     train, test = data_mod.make(problem.data)
     d = problem.width(train.dim)
@@ -117,8 +117,7 @@ def solve(problem, engine: str | None = None, solver: str | None = None, *, init
 def evaluate(problem, params: Mapping[str, np.ndarray], engine: str | None = None) -> Evaluation:
     """The objective E, its gradient, the accuracies and the final states y^[N] of ``problem``
     at ``params`` (dict of arrays), computed by ``engine`` (default: the problem's)."""
-    if not isinstance(problem, problem_mod.Problem):
-        raise OcdlError(f"expected an ocdl.Problem, got {type(problem).__name__}")
+    _check_problem(problem)
     eng = engines_mod.get(engine or problem.solver.backend)
     train, test = data_mod.make(problem.data)
     d = problem.width(train.dim)
@@ -129,7 +128,13 @@ def evaluate(problem, params: Mapping[str, np.ndarray], engine: str | None = Non
 def states(problem, params: Mapping[str, np.ndarray], X, engine: str | None = None) -> np.ndarray:
     """The layer states y^[0], …, y^[N] of the points ``X`` (m × dim) at ``params``, by ``engine``
     (default: the problem's): an array (N+1, m, d)."""
+    _check_problem(problem)
     eng = engines_mod.get(engine or problem.solver.backend)
     X = data_mod.from_arrays(X, np.zeros(len(X)), "X").X
     d = problem.width(X.shape[1])
     return eng.states(problem, problem_mod.check_params(problem, params, d), X)
+
+
+def _check_problem(problem) -> None:
+    if not isinstance(problem, problem_mod.Problem):
+        raise OcdlError(f"expected an ocdl.Problem, got {type(problem).__name__}")

@@ -67,8 +67,25 @@ def save_figure(fig, path: Path, **kw) -> None:
 
 
 def write_config(path: Path, problem) -> None:
+    """config.toml of ``problem``. In-memory data (``Problem.from_arrays``) is written beside it as
+    data.npz (and data_test.npz), which the config names by relative path: the folder reruns
+    anywhere."""
     import tomli_w
 
+    path = Path(path)
+    if problem.data.name == "arrays":
+        d = problem.data
+        write_npz(path.parent / "data.npz", {"X": d.train.X, "c": d.train.c})
+        test = None
+        if d.test is not None and d.test is not d.train:
+            write_npz(path.parent / "data_test.npz", {"X": d.test.X, "c": d.test.c})
+            test = "data_test.npz"
+        problem = problem.replace(data=problem_mod.DataSpec(name="file", n=d.n, seed=d.seed, path="data.npz",
+                                                            test_path=test))
+    elif problem.data.name == "file":  # data files inside the run folder are named relative to it
+        rep = {f"data__{k}": Path(p).name for k in ("path", "test_path")
+               if (p := getattr(problem.data, k)) and Path(p).resolve().parent == path.parent.resolve()}
+        problem = problem.replace(**rep) if rep else problem
     write_text(path, tomli_w.dumps(problem.to_dict()))
 
 
@@ -106,7 +123,20 @@ def read_config(path: Path):
         raise OcdlError(f"{str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise OcdlError(f"{str(path)!r}: invalid TOML: {e}") from None
-    return problem_mod.from_dict(data, source=str(path))
+    return _beside(problem_mod.from_dict(data, source=str(path)), path.parent)
+
+
+def _beside(problem, folder: Path):
+    """Data files named by a relative path that exists next to the config are read from there."""
+    d = problem.data
+    if d.name != "file":
+        return problem
+    rep = {}
+    for key in ("path", "test_path"):
+        p = getattr(d, key)
+        if p and not Path(p).is_absolute() and not Path(p).is_file() and (folder / p).is_file():
+            rep[f"data__{key}"] = str(folder / p)
+    return problem.replace(**rep) if rep else problem
 
 
 def load(run_dir: str | Path):

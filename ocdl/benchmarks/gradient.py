@@ -29,8 +29,6 @@ import sys
 import tempfile
 import time
 
-import torch
-
 from ocdl import data as data_mod
 from ocdl.commands._args import int_at_least
 from ocdl.problem import DataSpec, NetworkSpec, Problem, SolverSpec, init_params
@@ -72,6 +70,7 @@ def _interleaved_medians(fs: dict, repeats, sync):
 
 
 def _saved_bytes(f):
+    import torch
     seen = {}
 
     def pack(t):
@@ -111,6 +110,7 @@ def _peak_bytes(f, cuda: bool):
     """Peak of the bytes allocated during f() above what was allocated before it, on the CPU or
     the CUDA device: the running sum, in the order they happened, of the allocations and frees
     that ``torch.profiler`` records (profile_memory)."""
+    import torch
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -132,6 +132,7 @@ def _peak_bytes(f, cuda: bool):
 
 
 def measure(problem, repeats=31, device="cpu"):
+    import torch
     from ocdl.engine.torch.adjoint import grad_adjoint
     from ocdl.engine.torch.network import TorchNetwork
 
@@ -205,6 +206,7 @@ def time_training(problem, iterations):
 
 
 def run(a) -> int:
+    import torch
     from ocdl.engine.torch.network import configure_threads
 
     def problem(N):
