@@ -1,4 +1,4 @@
-"""The Python code on the documentation pages runs as written (each page's blocks in order, in
+"""The Python code on the documentation pages and in the README runs as written (each page's blocks in order, in
 one namespace), in a scratch directory."""
 
 import re
@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["python-api.md", "extending.md"]
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["docs/python-api.md", "docs/extending.md", "README.md"]
 
 
 def blocks(page: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), re.S)
+    return re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), re.S)
 
 
 @pytest.mark.parametrize("page", PAGES)
