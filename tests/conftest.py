@@ -26,7 +26,7 @@ def setup_net(problem, seed_shift=0):
     d = problem.width(tr.dim)
     net = TorchNetwork(problem, d)
     p0 = init_params(problem, d)
-    if problem.time_steps != "fixed" and problem.family != "net":
+    if problem.time_steps != "fixed" and problem.has_skip:
         # unequal steps so that the h-gradient is tested away from the uniform grid
         rng = np.random.default_rng(1 + seed_shift)
         h = p0["h"] * (0.5 + rng.uniform(size=p0["h"].shape))

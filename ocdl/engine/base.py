@@ -127,7 +127,7 @@ def one_of(*allowed) -> Callable[[Any], str | None]:
 
 # ---------------------------------------------------------------------- registry
 _REGISTRY: dict[str, Engine] = {}
-_BUILTIN = ("torch", "casadi")
+_FIRST = ("torch", "casadi")  # listed first; every other sub-package of ocdl.engine follows
 
 
 def register(engine: Engine) -> Engine:
@@ -137,11 +137,22 @@ def register(engine: Engine) -> Engine:
 
 
 def _load_builtin() -> None:
+    """Import every engine package under ocdl/engine/ (each registers itself), once."""
+    global _LOADED
+    if _LOADED:
+        return
     import importlib
+    import pkgutil
 
-    for name in _BUILTIN:
-        if name not in _REGISTRY:
-            importlib.import_module(f"ocdl.engine.{name}")
+    import ocdl.engine
+
+    found = [m.name for m in pkgutil.iter_modules(ocdl.engine.__path__) if m.ispkg]
+    for name in [*[n for n in _FIRST if n in found], *sorted(set(found) - set(_FIRST))]:
+        importlib.import_module(f"ocdl.engine.{name}")
+    _LOADED = True
+
+
+_LOADED = False
 
 
 def get(engine: str | Engine) -> Engine:
