@@ -192,6 +192,7 @@ def test_interrupt_then_resume(tmp_path):
     assert m2["history"]["iteration"][-1] == it_stop + 10
 
 
+@pytest.mark.slow
 def test_interrupt_ipopt_then_continue_with_init(tmp_path):
     """SIGINT during an IPOPT solve: IPOPT stops after the iteration (User_Requested_Stop), the run
     directory is valid and marked interrupted (exit 130), and --init continues from it to KKT 1e-10."""
