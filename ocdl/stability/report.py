@@ -328,7 +328,7 @@ def _relative(target: Path, start: Path) -> str:
     return os.path.relpath(Path(target).resolve(), Path(start).resolve())
 
 
-DOCS_INTRO = """# `ocdl stability`: the stability estimates, measured
+DOCS_INTRO = r"""# `ocdl stability`: the stability estimates, measured
 
 The last part of the seed (Benning, Celledoni, Ehrhardt, Owren, Schönlieb 2019) states regularity
 estimates for ODE networks. `ocdl stability` checks each one numerically — on random and on trained
@@ -346,27 +346,33 @@ ocdl stability all --out runs/stab [--docs docs/stability.md]   # report.md, rep
 
 ## The estimates
 
-* **Monotone flow.** For `y' = −K(t)ᵀσ(K(t)y + β(t))` with σ non-decreasing,
-  `‖y(t) − y^δ(t)‖ ≤ ‖y(0) − y^δ(0)‖` (d/dt ½‖e‖² = −⟨σ(Ky+β) − σ(Ky^δ+β), Ke⟩ ≤ 0).
-  The unmodified flow `y' = σ(Ky + β)` and non-monotone σ (sin, x·tanh x) have no such estimate.
-* **Discrete flows.** One forward-Euler layer `y ← y − hKᵀσ(Ky + β)` with σ' ∈ [0, L] is
-  non-expansive iff `h L ‖K‖² ≤ 2` (the secant of σ gives `(I − hKᵀDK)e`, D diagonal in [0, L]).
-  For other Runge–Kutta tableaux there is no such theorem; the linear limit `r/L` (r the real
-  stability interval of the tableau's stability function) is what an affine σ would allow.
-* **Inverse problem.** With the reaction term, `y' = −Kᵀσ(Ky+β) − λAᵀ(Ay − f)`:
-  (a) `‖f − f^δ‖ = δ`, same start: `‖y(t) − y^δ(t)‖ ≤ λ‖A‖tδ`;
-  (b) `Ay† = f`, `C = sup_t ‖K(t)ᵀσ(K(t)y† + β(t))‖`: `‖y^δ(t) − y†‖ ≤ ‖y^δ(0) − y†‖ + (C + λδ‖A‖)t`;
-  (c) `A = I`, `y^δ(0) = f^δ`: at a stopping time `t* = τδ` the error is `O(δ)`;
-  (d) A of full column rank, `s = σ_min(A)`: the flow contracts at rate `λs²`,
-  `‖y(t) − y^δ(t)‖ ≤ e^{−λs²t}‖y(0) − y^δ(0)‖ + (‖A‖δ/s²)(1 − e^{−λs²t})`.
+* **Monotone flow.** For $y' = -K(t)^\top \sigma(K(t) y + \beta(t))$ with $\sigma$ non-decreasing,
+  $\|y(t) - y^\delta(t)\| \le \|y(0) - y^\delta(0)\|$
+  ($\frac{d}{dt} \tfrac{1}{2} \|e\|^2 = -\langle \sigma(Ky + \beta) - \sigma(Ky^\delta + \beta), K e \rangle \le 0$).
+  The unmodified flow $y' = \sigma(Ky + \beta)$ and non-monotone $\sigma$ ($\sin$, $x \tanh x$) have
+  no such estimate.
+* **Discrete flows.** One forward-Euler layer $y \leftarrow y - h K^\top \sigma(Ky + \beta)$ with
+  $\sigma' \in [0, L]$ is non-expansive iff $h L \|K\|^2 \le 2$ (the secant of $\sigma$ gives
+  $(I - h K^\top D K) e$, $D$ diagonal in $[0, L]$). For other Runge–Kutta tableaux there is no such
+  theorem; the linear limit $r/L$ ($r$ the real stability interval of the tableau's stability
+  function) is what an affine $\sigma$ would allow.
+* **Inverse problem.** With the reaction term,
+  $y' = -K^\top \sigma(Ky + \beta) - \lambda A^\top (Ay - f)$:
+
+    * (a) $\|f - f^\delta\| = \delta$, same start: $\|y(t) - y^\delta(t)\| \le \lambda \|A\| t \delta$;
+    * (b) $A y^\dagger = f$, $C = \sup_t \|K(t)^\top \sigma(K(t) y^\dagger + \beta(t))\|$:
+      $\|y^\delta(t) - y^\dagger\| \le \|y^\delta(0) - y^\dagger\| + (C + \lambda \delta \|A\|) t$;
+    * (c) $A = I$, $y^\delta(0) = f^\delta$: at a stopping time $t^* = \tau \delta$ the error is $O(\delta)$;
+    * (d) $A$ of full column rank, $s = \sigma_{\min}(A)$: the flow contracts at rate $\lambda s^2$,
+      $\|y(t) - y^\delta(t)\| \le e^{-\lambda s^2 t} \|y(0) - y^\delta(0)\| + (\|A\| \delta / s^2)(1 - e^{-\lambda s^2 t})$.
 
 ## How it is measured
 
-* K(t), β(t) are seeded random, piecewise constant (4 pieces of [0, 1]) or smooth
-  (`K₀ + sin(2πt)K₁ + cos(2πt)K₂`), widths 1…16. All cases of one width are integrated as one
+* $K(t)$, $\beta(t)$ are seeded random, piecewise constant (4 pieces of $[0, 1]$) or smooth
+  ($K_0 + \sin(2\pi t) K_1 + \cos(2\pi t) K_2$), widths 1…16. All cases of one width are integrated as one
   block-diagonal system (the flow structure is preserved exactly) with scipy's DOP853,
-  rtol 1e-11, atol 1e-13, restarting at the breakpoints of the controls. The trajectory y and
-  the difference y^δ − y are the integrated variables, so the difference is accurate relative
+  rtol 1e-11, atol 1e-13, restarting at the breakpoints of the controls. The trajectory $y$ and
+  the difference $y^\delta - y$ are the integrated variables, so the difference is accurate relative
   to itself.
 * relu, leaky-relu and hardtanh have kinks. The integrator freezes each unit's affine piece,
   locates the first kink crossing on the dense output (brentq) and restarts there; a cheap cubic
@@ -375,32 +381,33 @@ ocdl stability all --out runs/stab [--docs docs/stability.md]   # report.md, rep
 * The ratio is taken at every accepted step and at 3 dense-output points inside it; a ratio
   above `1 + 1e-8` is a violation. The integrator's own error in a ratio (rtol 1e-11 against
   1e-13) is ~1e-12 (table below).
-* Discrete scan: for every registry tableau, x = h‖K‖² on a grid (then bisection on the first
-  violating interval); cases are drawn with z = Ky + β near 0, spread, or deep in the positive
-  range (where σ' ≈ L for tanh/sigmoid resp. relu/softplus), and half the perturbations along
-  the top eigenvector of KᵀK. x* is the largest x up to which no case grows; it is an
-  *empirical* limit — a worse case may exist (for N layers, x uses max_j‖K_j‖², and the cases
-  are a different draw, so x* can exceed the one-layer value).
-* Trained networks: the discrete flow x ↦ y_j(x) of a run directory, by the PyTorch engine;
-  local Lipschitz constants max_n‖∂y_j/∂x(x_n)‖₂ (central differences along the input
-  coordinates) and over random pairs of training points. `all` trains a ResNet (Euler,
-  σ(Ky+β)) and its monotone variant (Euler, −Kᵀσ(Ky+β)) from the same seeded start.
+* Discrete scan: for every registry tableau, $x = h \|K\|^2$ on a grid (then bisection on the
+  first violating interval); cases are drawn with $z = Ky + \beta$ near 0, spread, or deep in the
+  positive range (where $\sigma' \approx L$ for tanh/sigmoid resp. relu/softplus), and half the
+  perturbations along the top eigenvector of $K^\top K$. $x^*$ is the largest $x$ up to which no case
+  grows; it is an *empirical* limit — a worse case may exist (for $N$ layers, $x$ uses
+  $\max_j \|K_j\|^2$, and the cases are a different draw, so $x^*$ can exceed the one-layer value).
+* Trained networks: the discrete flow $x \mapsto y_j(x)$ of a run directory, by the PyTorch engine;
+  local Lipschitz constants $\max_n \|\partial y_j / \partial x (x_n)\|_2$ (central differences along
+  the input coordinates) and over random pairs of training points. `all` trains a ResNet (Euler,
+  $\sigma(Ky + \beta)$) and its monotone variant (Euler, $-K^\top \sigma(Ky + \beta)$) from the same
+  seeded start.
 
 ## What the tables show
 
-* Monotone σ: no violation in any case; the maximum ratio is 1 up to round-off (relu and
+* Monotone $\sigma$: no violation in any case; the maximum ratio is 1 up to round-off (relu and
   hardtanh keep a perturbation unchanged while all units it touches are inactive). The
-  unmodified flow and the non-monotone sin, x·tanh x expand in many cases (violations column).
-* Forward Euler: no violation up to 2/L, and expansion just above it (cases with σ' ≈ L), so
-  the bound is sharp. The other tableaux reach about their linear limit r/L for tanh — but with
-  relu, **explicit midpoint** (b = (0, 1)) expands already below 2/L, and the 3/8 rule below its
-  linear limit: a smaller step than the linear theory suggests is needed there. Use Euler with
-  h L‖K‖² ≤ 2, or check your tableau with `ocdl stability discrete`.
+  unmodified flow and the non-monotone $\sin$, $x \tanh x$ expand in many cases (violations column).
+* Forward Euler: no violation up to $2/L$, and expansion just above it (cases with
+  $\sigma' \approx L$), so the bound is sharp. The other tableaux reach about their linear limit $r/L$
+  for tanh — but with relu, **explicit midpoint** ($b = (0, 1)$) expands already below $2/L$, and
+  the 3/8 rule below its linear limit: a smaller step than the linear theory suggests is needed
+  there. Use Euler with $h L \|K\|^2 \le 2$, or check your tableau with `ocdl stability discrete`.
 * Inverse problem: (a), (b), (d) hold in every case, with worst ratios close to 1 (the bounds
-  are nearly attained at small t); (c) the error at t* = τδ decreases like δ (rate ≈ 1), while
-  at any fixed time it levels off.
+  are nearly attained at small $t$); (c) the error at $t^* = \tau \delta$ decreases like $\delta$
+  (rate ≈ 1), while at any fixed time it levels off.
 * Training does not keep the step condition: the trained monotone network has layers with
-  h L‖K_j‖² > 2 and expands there (see the per-layer figure). The estimate survives training
-  only if the condition is imposed (e.g. projecting each K_j onto ‖K_j‖² ≤ 2/(hL)); a
-  Tikhonov term on K alone did not achieve it at comparable accuracy in our trials.
+  $h L \|K_j\|^2 > 2$ and expands there (see the per-layer figure). The estimate survives training
+  only if the condition is imposed (e.g. projecting each $K_j$ onto $\|K_j\|^2 \le 2/(hL)$); a
+  Tikhonov term on $K$ alone did not achieve it at comparable accuracy in our trials.
 """
