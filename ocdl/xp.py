@@ -1,7 +1,9 @@
 """Tiny array namespaces so that one formula serves NumPy, PyTorch and CasADi.
 
 Only the primitives the activations and losses need: tanh, exp, log1p, abs, sin, cos,
-relu = max(x, 0), step = [x > 0] (as a float), clip, affine(K, Y, β) = K Y + β 1ᵀ, stack, asarray,
+relu = max(x, 0), step = [x > 0] (as a float), where(cond, a, b) (elementwise choice; the
+derivative is the chosen branch's, so a formula split at a point differentiates consistently there),
+clip, affine(K, Y, β) = K Y + β 1ᵀ, stack, asarray,
 zeros_like, axpy(y, a, x) = y + a x, and the in-place accumulations addmm_(C, A, B, w): C += w A B and
 add_rowsum_(c, A, w): c += w A 1 (the vector–Jacobian products of :mod:`ocdl.fields`).
 """
@@ -18,6 +20,7 @@ class _Numpy:
     abs = staticmethod(np.abs)
     sin = staticmethod(np.sin)
     cos = staticmethod(np.cos)
+    where = staticmethod(np.where)
 
     @staticmethod
     def relu(x):
@@ -70,6 +73,7 @@ class _Torch:
         self.sin = torch.sin
         self.cos = torch.cos
         self.relu = torch.relu
+        self.where = torch.where
         self._ones = {}
         self._numpy_tanh = _numpy_tanh_function(torch)
         self._numpy_dtypes = (torch.float64, torch.float32)
@@ -146,6 +150,9 @@ class _Casadi:
 
     def relu(self, x):
         return self.ca.fmax(x, 0.0)
+
+    def where(self, cond, a, b):
+        return self.ca.if_else(cond, a, b)
 
     def step(self, x):
         return x > 0  # CasADi comparisons evaluate to 1.0 / 0.0
