@@ -3,12 +3,12 @@
 Labels are fixed first, then Gaussian noise is added to the points. Train and test sets are two
 independent draws (seeds spawned from one ``numpy.random.SeedSequence``).
 
-    donut1d  100-point grid of [−1, 1] (second coordinate 0); class 1 (a third) ∝ exp(−x²/0.02),
+    donut1d  100-point grid of [−1, 1] (second coordinate 0); class 1 (⌈n/3⌉ points) ∝ exp(−x²/0.02),
              class 0 ∝ exp(−(|x| − 0.5)²/0.02); noise 0.1
-    donut2d  100×100 grid of [−1, 1]²; class 1 (half) ∝ exp(−r²/0.02),
+    donut2d  100×100 grid of [−1, 1]²; class 1 (⌈n/2⌉) ∝ exp(−r²/0.02),
              class 0 ∝ exp(−(r − 0.5)²/0.02); noise 0.1
     spiral   two one-turn spirals, radius linspace(0.1, 1), angle linspace(0.1, 2π),
-             class 1 shifted by π; noise 0.05
+             class 1 (⌈n/2⌉) shifted by π; noise 0.05
     squares  uniform on [−0.7, 0.7]², label 1 where x₁x₂ > 0; noise 0.1
 """
 
@@ -56,7 +56,7 @@ def _draw_weighted(rng, points, weights, k):
 
 def _donut1d(rng, n):
     grid = np.linspace(-1.0, 1.0, 100)
-    n1 = n // 3
+    n1 = -(-n // 3)  # ceil(n/3), as the paper's generator
     x1 = _draw_weighted(rng, grid, np.exp(-grid**2 / 0.02), n1)
     x0 = _draw_weighted(rng, grid, np.exp(-((np.abs(grid) - 0.5) ** 2) / 0.02), n - n1)
     x = np.concatenate([x1, x0])
@@ -69,7 +69,7 @@ def _donut2d(rng, n):
     g = np.linspace(-1.0, 1.0, 100)
     G = np.stack(np.meshgrid(g, g, indexing="ij"), axis=-1).reshape(-1, 2)
     r = np.linalg.norm(G, axis=1)
-    n1 = n // 2
+    n1 = -(-n // 2)  # ceil(n/2), as the paper's generator
     X1 = _draw_weighted(rng, G, np.exp(-(r**2) / 0.02), n1)
     X0 = _draw_weighted(rng, G, np.exp(-((r - 0.5) ** 2) / 0.02), n - n1)
     c = np.concatenate([np.ones(n1), np.zeros(n - n1)])
@@ -77,7 +77,7 @@ def _donut2d(rng, n):
 
 
 def _spiral(rng, n):
-    n1 = n // 2
+    n1 = -(-n // 2)  # ceil(n/2), as the paper's generator
     n0 = n - n1
 
     def arm(k, shift):

@@ -25,6 +25,9 @@ def test_dataset_class_sizes():
     assert data.generate("donut1d", 300).c.sum() == 100  # a third in class 1
     assert data.generate("donut2d", 300).c.sum() == 150
     assert data.generate("spiral", 300).c.sum() == 150
+    # the paper's generators: ceil(n/3) resp. ceil(n/2) points in class 1
+    assert [data.generate("donut1d", n).c.sum() for n in (1000, 200, 301)] == [334, 67, 101]
+    assert data.generate("donut2d", 301).c.sum() == 151 and data.generate("spiral", 301).c.sum() == 151
     d1 = data.generate("donut1d", 3000, noise=0.0)
     assert np.all(d1.X[:, 1] == 0.0) and np.all(np.abs(d1.X[:, 0]) <= 1.0)
     # class 1 concentrates at 0, class 0 near |x| = 0.5
