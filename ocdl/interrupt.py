@@ -1,6 +1,8 @@
-"""Ctrl-C as a request to stop, for solvers that run inside compiled code (IPOPT, CasADi).
+"""Ctrl-C handling: a request to stop (:class:`StopOnSigint`) and a held-back Ctrl-C
+(:class:`DeferSigint`).
 
-Inside ``with StopOnSigint() as stop:`` a SIGINT sets ``stop.requested`` instead of raising
+:class:`StopOnSigint`, for solvers that run inside compiled code (IPOPT, CasADi): inside
+``with StopOnSigint() as stop:`` a SIGINT sets ``stop.requested`` instead of raising
 KeyboardInterrupt; the solver checks the flag between iterations and returns its current iterate,
 so the run directory is written as usual and marked interrupted. Without it, CasADi turns the signal
 into an exception inside whichever function is being evaluated, and the solve ends as a failure.
@@ -30,4 +32,45 @@ class StopOnSigint:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+        return False
+
+
+class DeferSigint:
+    """Hold a Ctrl-C back for the length of the block (the commit of an accepted step, the last
+    rename of a snapshot), so that the block runs whole or not at all.
+
+    A SIGINT inside the block is remembered (``pending``); at the end of the block the previous
+    handler gets it (Python's default raises KeyboardInterrupt there), or, with
+    ``deliver=False``, it is only recorded for the caller to act on. Outside the main thread it
+    does nothing (no handler can be set there; signals go to the main thread anyway).
+    """
+
+    def __init__(self, deliver: bool = True):
+        self.deliver = deliver
+        self.pending = False
+        self._previous = None
+        self._active = False
+
+    def _handler(self, signum, frame):
+        self.pending = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._active = True
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if not self._active:
+            return False
+        self._active = False
+        previous, self._previous = self._previous, None
+        if previous is None:  # a handler not installed from Python: Python's own is the best guess
+            previous = signal.default_int_handler
+        signal.signal(signal.SIGINT, previous)
+        if self.pending and self.deliver and exc_type is None:
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            elif previous == signal.SIG_DFL:
+                raise KeyboardInterrupt
         return False

@@ -90,7 +90,7 @@ def _default_solver(backend):
 def solver_options(a) -> dict:
     opts = {}
     for key in ("tol", "hessian", "formulation", "start", "lr", "eval_every", "progress_every", "checkpoint_every",
-                "gradient"):
+                "checkpoint_seconds", "gradient"):
         v = getattr(a, key, None)
         if v is not None:
             opts[key] = v
@@ -116,7 +116,11 @@ def add_solver_arguments(p):
     g.add_argument("--gradient", choices=("adjoint", "autograd"), help="torch: gradient used by the optimiser")
     g.add_argument("--eval-every", type=int, help="record test objective/accuracies every k iterations")
     g.add_argument("--progress-every", type=int, help="progress line every k iterations")
-    g.add_argument("--checkpoint-every", type=int, help="write the run directory every k iterations")
+    g.add_argument("--checkpoint-every", type=int, help="torch: also write a snapshot of the run directory every k "
+                                                         "iterations (default 0: by time only)")
+    g.add_argument("--checkpoint-seconds", type=float,
+                   help="torch: write a snapshot of the run directory every S seconds of training (default 30; 0: "
+                        "by iterations only), so that a killed run loses at most that much")
 
 
 def register(sub):

@@ -37,7 +37,10 @@ COMMON = {
                        one_of("adjoint", "autograd")),
     "eval_every": Option(0, "record test objective and accuracies every k iterations (0: iterations/200)", count),
     "progress_every": Option(0, "one progress line every k iterations (0: iterations/20)", count),
-    "checkpoint_every": Option(0, "write the run directory every k iterations (0: never)", count),
+    "checkpoint_every": Option(0, "write a snapshot of the run directory every k iterations (0: by time only)", count),
+    "checkpoint_seconds": Option(30.0, "write a snapshot of the run directory when this many seconds have passed "
+                                       "since the last (0: by iterations only); a killed run loses at most this much",
+                                 nonnegative),
     "gtol": Option(0.0, "stop when ‖∇E‖₂ ≤ gtol", nonnegative),
     "threads": Option(0, "torch CPU threads (0: 1 for small batches, else torch's default)", count),
 }

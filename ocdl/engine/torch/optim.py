@@ -23,9 +23,13 @@ from typing import Callable
 import torch
 
 from ocdl import regulariser, simplex
+from ocdl.errors import OcdlError
+from ocdl.interrupt import DeferSigint
 from ocdl.result import SolveResult
 from ocdl.engine.torch.adjoint import grad_adjoint
 from ocdl.engine.torch.network import TorchNetwork
+
+_clock = time.monotonic  # the clock of checkpoint_seconds
 
 @dataclass
 class Objective:
@@ -125,8 +129,17 @@ def optimise(
 ) -> SolveResult:
     """Run ``problem.solver.name`` from θ₀ until ``iterations`` in total (``state['iteration']``
     counts those already done when resuming) with the checked options ``opts``
-    (:meth:`ocdl.engine.torch.TorchEngine.check_options`). Ctrl-C returns the current point,
-    interrupted."""
+    (:meth:`ocdl.engine.torch.TorchEngine.check_options`). Ctrl-C returns the last completed
+    iterate, interrupted.
+
+    An iteration is completed or discarded whole: a step is computed without touching the run's
+    state (θ, E, ∇E, the step memory α_prev or L, the iteration count, the history; the torch
+    optimiser's state is copied before its step), then committed with Ctrl-C held back
+    (:class:`ocdl.interrupt.DeferSigint`). A Ctrl-C during the computation discards it; the result
+    (and every ``checkpoint``) holds parameters, state and history of one completed iteration, so
+    that a resumed run repeats the uninterrupted one bit for bit. ``checkpoint`` is called after
+    every ``checkpoint_every``-th iteration and whenever ``checkpoint_seconds`` have passed since
+    the last one (0: never)."""
     name = problem.solver.name
     obj.gradient = opts["gradient"]
     project = Projection(obj, problem)
@@ -139,10 +152,12 @@ def optimise(
         history.setdefault(key, [])
     eval_every = int(opts["eval_every"]) or max(1, iterations // 200)
     progress_every = int(opts["progress_every"]) or max(1, iterations // 20)
+    every, seconds = int(opts["checkpoint_every"]), float(opts.get("checkpoint_seconds", 0.0))
     theta = project(theta0.clone())
     torch_opt = _torch_optimiser(name, theta, opts, state)
+    opt_before = None  # the torch optimiser's state before the step in progress (None: it is the committed one)
     t_start = time.perf_counter()
-    E, g = obj.value_grad(theta)
+    last_checkpoint = _clock()
     it = it0
     message = "iteration limit reached"
     success = True
@@ -166,9 +181,14 @@ def optimise(
                 f"acc {acc:.3f}/{tacc:.3f}  ({time.perf_counter() - t_start:.1f}s)"
             )
 
-    if it0 == 0:
-        record(0, E, g, 0.0)
+    def committed_optimiser():
+        return opt_before if opt_before is not None else (torch_opt.state_dict() if torch_opt is not None else None)
+
     try:
+        E, g = obj.value_grad(theta)
+        if not history["iteration"]:
+            with DeferSigint():
+                record(it, E, g, 0.0)
         while it < iterations:
             if not math.isfinite(E):
                 success, message = False, "objective is not finite"
@@ -177,32 +197,54 @@ def optimise(
                 message = f"gradient norm ≤ gtol = {opts['gtol']}"
                 break
             if name == "gd-armijo":
-                ok, theta, E, g, step = _armijo_step(obj, project, theta, E, g, opts, state)
+                ok, trial, E_new, g_new, step, memory = _armijo_step(obj, project, theta, E, g, opts, state)
             elif name == "gd-lipschitz":
-                ok, theta, E, g, step = _lipschitz_step(obj, project, theta, E, g, opts, state)
+                ok, trial, E_new, g_new, step, memory = _lipschitz_step(obj, project, theta, E, g, opts, state)
             else:
-                ok, theta, E, g, step = _torch_step(obj, project, torch_opt, theta, name)
-            if not ok:
-                success, message = False, f"line search failed at iteration {it + 1}"
-                break
-            it += 1
-            state["iteration"] = it
-            record(it, E, g, step)
-            if checkpoint and opts["checkpoint_every"] and it % int(opts["checkpoint_every"]) == 0:
-                checkpoint(_result(obj, theta, history, state, torch_opt, True, "checkpoint", False))
+                opt_before = _copy_state(torch_opt.state_dict())
+                ok, trial, E_new, g_new, step = _torch_step(obj, project, torch_opt, theta, name)
+                memory = {}
+            with DeferSigint():  # the commit: all of it, or (Ctrl-C before it) none of it
+                state.update(memory)
+                if not ok:
+                    success, message = False, f"line search failed at iteration {it + 1}"
+                    break  # θ, E, g and the optimiser state stay those of the last completed iteration
+                theta, E, g = trial, E_new, g_new
+                it += 1
+                state["iteration"] = it
+                record(it, E, g, step)
+                opt_before = None
+            if checkpoint and ((every and it % every == 0) or (seconds and _clock() - last_checkpoint >= seconds)):
+                checkpoint(_result(obj, theta, history, state, committed_optimiser(), True, "checkpoint", False))
+                last_checkpoint = _clock()
     except KeyboardInterrupt:
         interrupted = True
-        message = f"interrupted at iteration {it}"
-    state["iteration"] = it
-    res = _result(obj, theta, history, state, torch_opt, success, message, interrupted)
-    res.metrics.update({"function_evaluations": obj.evals, "gradient_evaluations": obj.grads})
+    with DeferSigint(deliver=False) as late:  # a Ctrl-C while the result is built: it still is, marked interrupted
+        state["iteration"] = it
+        res = _result(obj, theta, history, state, committed_optimiser(), success, message, interrupted)
+        res.metrics.update({"function_evaluations": obj.evals, "gradient_evaluations": obj.grads})
+    if interrupted or late.pending:
+        res.interrupted, res.message = True, f"interrupted at iteration {it}"
+        res.metrics["solver_status"] = "interrupted"
     return res
 
 
-def _result(obj, theta, history, state, torch_opt, success, message, interrupted) -> SolveResult:
+def _copy_state(x):
+    """A deep copy of a torch optimiser's state_dict (a step updates its tensors in place): the
+    containers rebuilt, every tensor cloned (``copy.deepcopy`` is several times slower)."""
+    if isinstance(x, torch.Tensor):
+        return x.clone()
+    if isinstance(x, dict):
+        return {k: _copy_state(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_copy_state(v) for v in x)
+    return x
+
+
+def _result(obj, theta, history, state, opt_state, success, message, interrupted) -> SolveResult:
     st = dict(state)
-    if torch_opt is not None:
-        st["torch_optimizer"] = torch_opt.state_dict()
+    if opt_state is not None:
+        st["torch_optimizer"] = opt_state
     params = obj.net.to_numpy(obj.unflat(theta.detach()))
     return SolveResult(
         params=params,
@@ -217,38 +259,41 @@ def _result(obj, theta, history, state, torch_opt, success, message, interrupted
 
 
 def _armijo_step(obj, project, theta, E, g, o, state):
+    """(ok, θ⁺, E⁺, ∇E⁺, α, memory): one Armijo step; ``state`` is read, not changed (the new
+    α_prev is in ``memory``)."""
     alpha = min(o["alpha_max"], 2.0 * state.get("alpha_prev", o["alpha0"]))
     for _ in range(int(o["max_backtracks"])):
         trial = project(theta - alpha * g)
         delta = trial - theta
         E_new = obj.value(trial)
         if E_new <= E + o["c"] * float(torch.dot(g, delta)):
-            state["alpha_prev"] = alpha
             E_new, g_new = obj.value_grad(trial)
-            return True, trial, E_new, g_new, alpha
+            return True, trial, E_new, g_new, alpha, {"alpha_prev": alpha}
         alpha *= o["rho"]
-    return False, theta, E, g, 0.0
+    return False, theta, E, g, 0.0, {}
 
 
 def _lipschitz_step(obj, project, theta, E, g, o, state):
+    """(ok, θ⁺, E⁺, ∇E⁺, 1/L, memory): one step of the descent-lemma search; ``state`` is read,
+    not changed (the new L is in ``memory``; after a failed search the grown L, as before)."""
     L = state.get("L", o["L0"])
     for _ in range(int(o["max_trials"])):
         trial = project(theta - g / L)
         delta = trial - theta
         E_new = obj.value(trial)
         if E_new <= E + float(torch.dot(g, delta)) + 0.5 * L * float(torch.dot(delta, delta)):
-            state["L"] = L * o["shrink"]
             E_new, g_new = obj.value_grad(trial)
-            return True, trial, E_new, g_new, 1.0 / L
+            return True, trial, E_new, g_new, 1.0 / L, {"L": L * o["shrink"]}
         L *= o["grow"]
-    state["L"] = L
-    return False, theta, E, g, 0.0
+    return False, theta, E, g, 0.0, {"L": L}
 
 
 def _torch_optimiser(name, theta, opts, state):
+    """The torch optimiser of ``name`` on a copy of θ (its steps change their parameter in place;
+    the run's θ is replaced only when a step is committed), with the saved state of a resumed run."""
     if name not in ("lbfgs", "adam"):
         return None
-    theta.requires_grad_(False)
+    theta = theta.detach().clone()
     if name == "lbfgs":
         # One quasi-Newton iteration per step. max_eval must be given: its default, max_iter·5//4 = 1,
         # leaves the strong-Wolfe search 0 evaluations after the first trial, so any step that does
@@ -258,7 +303,16 @@ def _torch_optimiser(name, theta, opts, state):
     else:
         opt = torch.optim.Adam([theta], lr=opts["lr"])
     if "torch_optimizer" in state:
-        opt.load_state_dict(state["torch_optimizer"])
+        saved = state["torch_optimizer"]
+        fresh = opt.state_dict()["param_groups"][0]
+        groups = saved.get("param_groups") if isinstance(saved, dict) else None
+        if not (isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict)
+                and set(groups[0]) == set(fresh)):
+            raise OcdlError(f"optimizer.pt: not the saved state of a torch {name} optimiser")
+        try:
+            opt.load_state_dict(saved)
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise OcdlError(f"optimizer.pt: cannot restore the {name} optimiser state: {e}") from None
     return opt
 
 
