@@ -7,7 +7,6 @@ by the engine that solved, or by ``evaluator``; ``evaluator`` names the engine t
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,6 +15,7 @@ from ocdl import api, rundir
 from ocdl.engine import base as engines
 from ocdl.engine.base import RunContext
 from ocdl.errors import OcdlError
+from ocdl.interrupt import DeferSigint
 from ocdl.result import SolveResult
 
 
@@ -43,80 +43,132 @@ def train(
 ):
     """Solve ``problem`` (or continue the run in ``resume``); write the run directory ``out``.
 
-    Returns (Result, metrics dict). Raises OcdlError on bad input before anything is written.
+    Returns (Result, metrics dict). Raises OcdlError on bad input before anything is written
+    (``out`` is checked first, a ``resume`` directory is read and checked whole).
     ``evaluator``: the engine that computes the final figures (default: the one that solved).
+
+    The directory is written in snapshots (:func:`ocdl.rundir.snapshot`), each one iteration's
+    parameters, optimiser state and history: the solver's checkpoints (every
+    ``checkpoint_every`` iterations and ``checkpoint_seconds``), then at the end one without the
+    final evaluation (status 'unfinished'; a second Ctrl-C during the evaluation or the figures
+    leaves it) and the complete one. ``out`` is locked (:class:`ocdl.rundir.RunLock`) meanwhile.
     """
     log = None if quiet else (log or print)
     t0 = time.perf_counter()
     state = history = None
+    prev_wall = 0.0
     if resume is not None:
-        problem_saved, params_saved, metrics_saved = rundir.load(resume)
+        resume = Path(resume)
+        out = Path(out or resume)
+    if out is not None:
+        out = rundir.prepare(out, force=force, resume=resume is not None)
+    if resume is not None:
+        problem_saved, _, metrics_saved = rundir.load(resume)
         if problem is None:
             problem = problem_saved
-        out = Path(out or resume)
-        state = _read_state(Path(resume))
-        history = metrics_saved.get("history")
-        init = params_saved
         if not engines.get(problem.solver.backend).resumable:
             raise OcdlError(f"--resume continues runs of resumable engines (torch); for "
                             f"{problem.solver.backend} use --init DIR")
+        state = rundir.load_state(resume)
+        history = metrics_saved.get("history")
+        _check_consistent(resume, state, metrics_saved)
+        prev_wall = float(metrics_saved.get("wall_time_s") or 0.0)
+        init = resume / "params.npz"  # read as the snapshot has it; its errors name the file
     engine, data, params0 = api.prepare(problem, init)
     train_set, test_set = data
     if evaluator is not None:
         engines.get(evaluator)
-    if out is not None:
-        out = rundir.prepare(out, force=force, resume=resume is not None)
-    results = []
+    if resume is not None:
+        size = sum(int(params0[k].size) for k in problem.trainable())
+        opt_state = rundir.load_optimizer(resume, size=size)
+        if opt_state is not None:
+            state["torch_optimizer"] = opt_state
 
-    def write(res: SolveResult, final: bool):
-        result = api.finish(problem, engine, res, data, time.perf_counter() - t0, evaluator)
-        results.append(result)
-        metrics = {**result.evaluation.metrics(), **res.metrics}
-        metrics.update({
-            "status": "interrupted" if res.interrupted else ("ok" if res.success else "failed"),
-            "message": res.message,
+    def wall() -> float:
+        return time.perf_counter() - t0 + prev_wall
+
+    def base_metrics(res: SolveResult, status: str, message: str, evaluated_by: str | None = None) -> dict:
+        return {
+            "status": status,
+            "message": message,
             "iterations": int(res.metrics.get("iterations", 0)),
-            "wall_time_s": time.perf_counter() - t0 + (json_prev_wall if resume else 0.0),
+            "wall_time_s": wall(),
             "engine": problem.solver.backend,
             "solver": problem.solver.name,
-            "evaluator": result.evaluation.engine,
+            "evaluator": evaluated_by,
             "history": res.history,
-        })
-        if out is not None:
-            rundir.create(out)
-            rundir.write_config(out / "config.toml", problem)
-            rundir.write_npz(out / "params.npz", res.params)
-            if res.costates:
-                rundir.write_npz(out / "costates.npz", res.costates)
-            st = {k: v for k, v in (res.state or {}).items() if k != "torch_optimizer"}
-            rundir.write_json(out / "state.json", st)
-            if res.state and "torch_optimizer" in res.state:
-                import io
+        }
 
-                import torch
+    def write(res: SolveResult, metrics: dict, with_figures: bool = False) -> None:
+        """One snapshot of ``out``: config, parameters, costates, optimiser state, metrics (and figures)."""
+        try:
+            with rundir.snapshot(out, remove=("costates.npz", "state.json", "optimizer.pt")) as stage:
+                rundir.write_config(stage / "config.toml", problem, folder=out)
+                rundir.write_npz(stage / "params.npz", res.params)
+                if res.costates:
+                    rundir.write_npz(stage / "costates.npz", res.costates)
+                st = {k: v for k, v in (res.state or {}).items() if k != "torch_optimizer"}
+                rundir.write_json(stage / "state.json", st)
+                if res.state and res.state.get("torch_optimizer") is not None:
+                    import io
 
-                buf = io.BytesIO()
-                torch.save(res.state["torch_optimizer"], buf)
-                rundir.atomic_write(out / "optimizer.pt", buf.getvalue())
-            if final and figures:
-                metrics["figures"] = __import__("ocdl.plots", fromlist=["x"]).write_figures(
-                    out, problem, res.params, res.history, train_set, test_set)
-            rundir.write_json(out / "metrics.json", metrics)
+                    import torch
+
+                    buf = io.BytesIO()
+                    torch.save(res.state["torch_optimizer"], buf)
+                    rundir.write_bytes(stage / "optimizer.pt", buf.getvalue())
+                if with_figures:
+                    metrics["figures"] = __import__("ocdl.plots", fromlist=["x"]).write_figures(
+                        stage, problem, res.params, res.history, train_set, test_set)
+                rundir.write_json(stage / "metrics.json", metrics)
+        except OSError as e:
+            raise OcdlError(f"cannot write the run directory {str(out)!r}: {e.strerror or e}") from None
+        lock.wrote()
+
+    def full_metrics(res: SolveResult, result, status: str, message: str) -> dict:
+        metrics = {**result.evaluation.metrics(), **res.metrics}
+        metrics.update(base_metrics(res, status, message, result.evaluation.engine))
         return metrics
 
-    json_prev_wall = 0.0
-    if resume is not None:
-        json_prev_wall = float(json.loads((Path(resume) / "metrics.json").read_text()).get("wall_time_s", 0.0))
-        if state is not None and (Path(resume) / "optimizer.pt").is_file():
-            import torch
+    def checkpoint(res: SolveResult) -> None:
+        result = api.finish(problem, engine, res, data, wall(), evaluator)
+        it = int(res.metrics.get("iterations", 0))
+        write(res, full_metrics(res, result, "unfinished",
+                                f"checkpoint at iteration {it} of a run still going (continue a stopped run with --resume)"))
 
-            state["torch_optimizer"] = torch.load(Path(resume) / "optimizer.pt", weights_only=False)
-
-    run = RunContext(log=log, state=state, history=history,
-                     checkpoint=(lambda r: write(r, final=False)) if out is not None else None)
-    res = engine.solve(problem, data, params0, run)
-    metrics = write(res, final=True)
-    result = results[-1]
+    lock = None
+    if out is not None:
+        lock = rundir.RunLock(out, rundir.create(out)).acquire()
+        if lock.stale and log:
+            log(f"note: {out}: took over the lock left by {lock.stale}, which has ended")
+    try:
+        run = RunContext(log=log, state=state, history=history, checkpoint=checkpoint if out is not None else None)
+        res = engine.solve(problem, data, params0, run)
+        status = "interrupted" if res.interrupted else ("ok" if res.success else "failed")
+        if out is not None:
+            with DeferSigint():  # parameters, state and history first, fast: a Ctrl-C now comes after it
+                hist = res.history or {}
+                quick = {k: None for k in ("objective", "test_objective", "gradient_norm", "gradient_norm_inf",
+                                           "train_accuracy", "test_accuracy")}
+                for k in ("objective", "gradient_norm"):
+                    if hist.get(k):
+                        quick[k] = hist[k][-1]
+                write(res, {**quick, **res.metrics, **base_metrics(
+                    res, "unfinished", f"{status}: {res.message}; the final evaluation is not written "
+                                       "(ocdl train --resume completes it)")})
+        try:
+            result = api.finish(problem, engine, res, data, time.perf_counter() - t0, evaluator)
+            metrics = full_metrics(res, result, status, res.message)
+            if out is not None:
+                write(res, metrics, with_figures=figures)
+        except KeyboardInterrupt:
+            if log and out is not None:
+                log(f"interrupted: {out} holds iteration {res.metrics.get('iterations', 0)} without its final "
+                    "evaluation (ocdl train --resume completes it)")
+            raise
+    finally:
+        if lock is not None:
+            lock.release()
     if log:
         log(
             f"{metrics['status']}: E = {metrics['objective']:.10e}, |grad E| = {metrics['gradient_norm']:.3e}, "
@@ -127,14 +179,18 @@ def train(
             + f", {metrics['wall_time_s']:.1f} s" + (f" -> {out}" if out is not None else "")
         )
         if result.interrupted:
-            log("interrupted: the run directory holds the last iterate (continue with --resume, or --init for CasADi)")
+            log("interrupted: the run directory holds the last completed iteration (continue with --resume, "
+                "or --init for CasADi)")
         elif not result.success:
             log(f"solver failed: {result.message}")
     return result, metrics
 
 
-def _read_state(run: Path) -> dict:
-    p = run / "state.json"
-    if not p.is_file():
-        raise OcdlError(f"{str(run)!r} has no state.json to resume from")
-    return json.loads(p.read_text())
+def _check_consistent(run: Path, state: dict, metrics: dict) -> None:
+    """state.json, metrics.json and its history of one iteration (a snapshot): else no bit-for-bit resume."""
+    it = state["iteration"]
+    hist = (metrics.get("history") or {}).get("iteration") or []
+    m_it = metrics.get("iterations", it)
+    if m_it != it or (hist and hist[-1] != it):
+        raise OcdlError(f"run directory {str(run)!r} is inconsistent: state.json is at iteration {it}, metrics.json "
+                        f"at {m_it} (history to {hist[-1] if hist else '—'}); continue from its parameters with --init")

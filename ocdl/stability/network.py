@@ -28,9 +28,13 @@ FD_STEP = 1e-5
 
 
 def load_run(run_dir: str | Path):
-    """(problem, params, train set) of a run directory (via :func:`ocdl.rundir.load`)."""
+    """(problem, params, train set) of a run directory (via :func:`ocdl.rundir.load`); parameters
+    that do not fit the run's own problem are refused with one line naming params.npz."""
+    from ocdl.problem import check_params
+
     problem, params, _ = rundir.load(run_dir)
     train, _ = data_mod.make(problem.data)
+    params = check_params(problem, params, problem.width(train.dim), source=f"{str(Path(run_dir) / 'params.npz')!r}")
     return problem, params, train
 
 
