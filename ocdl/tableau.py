@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,6 +43,9 @@ def _to_exact(x: Any) -> Fraction | None:
     if isinstance(x, int):
         return Fraction(x)
     if isinstance(x, str):
+        exp = re.search(r"[eE]\s*[+-]?\s*(\d+)", x)
+        if len(x) > 200 or (exp and len(exp.group(1).lstrip("0")) > 3):  # Fraction('1e99999999') takes minutes
+            raise OcdlError(f"tableau entry {x[:40]!r}{'…' if len(x) > 40 else ''} is out of range")
         try:
             return Fraction(x.strip())
         except (ValueError, ZeroDivisionError):
@@ -55,13 +59,12 @@ def _to_exact(x: Any) -> Fraction | None:
 
 
 def _to_float(x: Any) -> float:
-    if isinstance(x, str):
-        fr = _to_exact(x)
-        return float(fr)
     try:
-        return float(x)
+        return float(_to_exact(x)) if isinstance(x, str) else float(x)
     except (TypeError, ValueError):
         raise OcdlError(f"tableau entry {x!r} is not a number") from None
+    except OverflowError:
+        raise OcdlError(f"tableau entry {str(x)[:40]!r} is out of range (not a finite float)") from None
 
 
 def _as_list(v, key, name) -> list:
@@ -126,7 +129,8 @@ def _partner(A: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     """Ã with ã_il = b_l − b_l a_li / b_i, or None where some b_i = 0."""
     if not np.all(b != 0.0):
         return None
-    At = b[None, :] - b[None, :] * A.T / b[:, None]
+    with np.errstate(all="ignore"):  # extreme entries may overflow to inf
+        At = b[None, :] - b[None, :] * A.T / b[:, None]
     At.setflags(write=False)
     return At
 
@@ -214,7 +218,8 @@ class Tableau:
         if At is None:
             return float("nan")
         b = self.b
-        return float(np.max(np.abs(b[:, None] * At + b[None, :] * self.A.T - b[:, None] * b[None, :])))
+        with np.errstate(all="ignore"):
+            return float(np.max(np.abs(b[:, None] * At + b[None, :] * self.A.T - b[:, None] * b[None, :])))
 
     # ----------------------------------------------------------------- orders
     def _arith(self):
@@ -222,10 +227,12 @@ class Tableau:
         if self.exact is not None:
             A, b, c = ([list(r) for r in self.exact[0]], list(self.exact[1]), list(self.exact[2]))
             return A, b, c, (lambda x, y: x == y), Fraction
-        A = self.A.tolist()
-        b = self.b.tolist()
-        c = self.c.tolist()
-        return A, b, c, (lambda x, y: abs(x - y) <= _FLOAT_TOL * max(1.0, abs(y))), float
+        # NumPy scalars: an overflow or a division by an underflowed b_j² gives inf/nan (a failed
+        # condition), not an exception
+        A = [[np.float64(x) for x in r] for r in self.A]
+        b = [np.float64(x) for x in self.b]
+        c = [np.float64(x) for x in self.c]
+        return A, b, c, (lambda x, y: bool(abs(x - y) <= _FLOAT_TOL * max(1.0, abs(y)))), np.float64
 
     def _conditions(self, oc: bool):
         """Order conditions grouped by order: list over orders 1..4 of lists of (lhs, rhs)."""
@@ -282,7 +289,8 @@ class Tableau:
         return conds, eq
 
     def _order(self, oc: bool) -> int:
-        conds, eq = self._conditions(oc)
+        with np.errstate(all="ignore"):
+            conds, eq = self._conditions(oc)
         p = 0
         for group in conds:
             if all(eq(lhs, rhs) for lhs, rhs in group):
@@ -295,6 +303,18 @@ class Tableau:
     def ode_order(self) -> int:
         """Classical order (conditions checked up to order 4, so 4 means 'at least 4')."""
         return self._order(oc=False)
+
+    @property
+    def b_sum(self) -> float:
+        """Σ b_i (exact where the entries are rational)."""
+        return float(sum(self.exact[1], Fraction(0))) if self.exact is not None else float(np.sum(self.b))
+
+    @property
+    def consistent(self) -> bool:
+        """Σ b_i = 1 (the first order condition: ODE order ≥ 1), exactly where the entries are
+        rational, else to 1e-12. An inconsistent tableau approximates no ODE; ``ocdl tableau`` shows
+        it, training and ``ocdl verify`` refuse it unless allowed (``--allow-inconsistent``)."""
+        return self._order(oc=False) >= 1
 
     @property
     def oc_order(self) -> int | None:
@@ -316,6 +336,7 @@ class Tableau:
             "partner_A": None if At is None else At.tolist(),
             "ode_order": self.ode_order,
             "oc_order": self.oc_order,
+            "consistent": self.consistent,
         }
 
     def __str__(self) -> str:
@@ -382,11 +403,21 @@ def get(name: str | Tableau) -> Tableau:
 
 def load(path: str | Path) -> Tableau:
     """A user tableau from a TOML or JSON file with keys ``name`` (optional), ``A``, ``b``, ``c``
-    (optional). Entries are numbers or fraction strings like ``"1/3"``."""
+    (optional). Entries are numbers or fraction strings like ``"1/3"``. Every fault (a missing,
+    unreadable or binary file, bad syntax, wrong shapes or types) raises :class:`OcdlError` naming
+    the file."""
     p = Path(path)
+    where = f"tableau file {str(p)!r}"
+    if p.is_dir():
+        raise OcdlError(f"{where} is a directory, not a TOML or JSON file")
     if not p.is_file():
-        raise OcdlError(f"tableau file {str(p)!r} does not exist")
-    text = p.read_text()
+        raise OcdlError(f"{where} does not exist")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise OcdlError(f"{where}: not a text file (UTF-8), byte {e.start}: {e.reason}") from None
+    except OSError as e:
+        raise OcdlError(f"{where}: cannot read: {e.strerror or e}") from None
     try:
         if p.suffix.lower() == ".json":
             data = json.loads(text)
@@ -394,14 +425,23 @@ def load(path: str | Path) -> Tableau:
             import tomllib
 
             data = tomllib.loads(text)
-    except (ValueError, json.JSONDecodeError) as e:
-        raise OcdlError(f"tableau file {str(p)!r}: cannot parse: {str(e).splitlines()[0]}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        first = (str(e).splitlines() or ["nesting too deep" if isinstance(e, RecursionError) else type(e).__name__])[0]
+        raise OcdlError(f"{where}: cannot parse as {'JSON' if p.suffix.lower() == '.json' else 'TOML'}: "
+                        f"{first}") from None
     if not isinstance(data, dict):
-        raise OcdlError(f"tableau file {str(p)!r}: expected a table with keys A, b (and c)")
+        raise OcdlError(f"{where}: expected a table with keys A, b (and c, name), got {type(data).__name__}")
     unknown = set(data) - {"name", "A", "b", "c"}
     if unknown:
-        raise OcdlError(f"tableau file {str(p)!r}: unknown key(s) {sorted(unknown)}; allowed: name, A, b, c")
+        raise OcdlError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: name, A, b, c")
     for key in ("A", "b"):
         if key not in data:
-            raise OcdlError(f"tableau file {str(p)!r}: missing key {key!r}")
-    return Tableau.from_entries(str(data.get("name", p.stem)), data["A"], data["b"], data.get("c"))
+            raise OcdlError(f"{where}: missing key {key!r}")
+    name = data.get("name", p.stem)
+    if not isinstance(name, str) or not name:
+        raise OcdlError(f"{where}: name must be a non-empty string, got {name!r}")
+    try:
+        return Tableau.from_entries(name, data["A"], data["b"], data.get("c"))
+    except OcdlError as e:
+        msg = str(e).removeprefix(f"tableau {name!r}: ")
+        raise OcdlError(f"{where}: {msg}") from None
