@@ -115,44 +115,71 @@ def generate(name: str, n: int, noise: float | None = None, rng: np.random.Gener
 def _validate(X, c, source):
     X = np.asarray(X)
     c = np.asarray(c)
+    if X.dtype.kind not in "biuf" or c.dtype.kind not in "biuf":
+        raise OcdlError(f"{source}: features and labels must be numeric, got dtypes {X.dtype} and {c.dtype}")
     if X.ndim != 2:
         raise OcdlError(f"{source}: features must be a 2-D array (samples × features), got shape {X.shape}")
     if c.ndim != 1 or c.shape[0] != X.shape[0]:
         raise OcdlError(f"{source}: {X.shape[0]} samples but labels of shape {c.shape}")
     if X.shape[0] < 1:
         raise OcdlError(f"{source}: no samples")
-    try:
-        X = X.astype(np.float64)
-        c = c.astype(np.float64)
-    except (TypeError, ValueError):
-        raise OcdlError(f"{source}: features and labels must be numeric") from None
+    if X.shape[1] < 1:
+        raise OcdlError(f"{source}: no features (need at least one column besides the label)")
+    X = X.astype(np.float64)
+    c = c.astype(np.float64)
     if not np.all(np.isfinite(X)):
         raise OcdlError(f"{source}: features contain NaN or inf")
     if not np.all(np.isin(c, (0.0, 1.0))):
         bad = c[~np.isin(c, (0.0, 1.0))][0]
-        raise OcdlError(f"{source}: labels must be 0 or 1, found {bad!r}")
+        raise OcdlError(f"{source}: labels must be 0 or 1, found {float(bad)!r}")
     return Dataset(np.ascontiguousarray(X), c)
 
 
+_NPZ_KEYS = (("X", "c"), ("x", "y"), ("X", "y"), ("features", "labels"))
+
+
 def load_file(path: str | Path) -> Dataset:
-    """Load features and 0/1 labels from ``.npz`` (arrays ``X`` and ``c``, or ``x``/``y``) or
-    ``.csv`` (numeric columns, the last one the label; a header line is skipped)."""
+    """Load features and 0/1 labels from a user's file (the format of ``docs/commands/train.md``):
+
+    ``.npz``  arrays ``X`` (n × dim) and ``c`` (n,), or ``x``/``y``, ``X``/``y``,
+              ``features``/``labels``; no pickled objects
+    ``.csv``  comma-separated numbers, one sample a line, the last column the label (0 or 1); one
+              header line (the first, not numeric) is skipped; blank lines are ignored
+
+    Every fault (missing, unreadable or binary file, bad rows, NaN, labels other than 0/1) raises
+    :class:`OcdlError` naming the file."""
     p = Path(path)
+    where = f"data file {str(p)!r}"
+    if p.is_dir():
+        raise OcdlError(f"{where} is a directory")
     if not p.is_file():
-        raise OcdlError(f"data file {str(p)!r} does not exist")
+        raise OcdlError(f"{where} does not exist")
     if p.suffix.lower() == ".npz":
         try:
-            z = np.load(p)
-        except Exception as e:  # numpy raises several types for a corrupt file
-            raise OcdlError(f"data file {str(p)!r}: cannot read: {e}") from None
-        for kx, kc in (("X", "c"), ("x", "y"), ("X", "y"), ("features", "labels")):
-            if kx in z and kc in z:
-                return _validate(z[kx], z[kc], f"data file {str(p)!r}")
-        raise OcdlError(f"data file {str(p)!r}: needs arrays 'X' and 'c' (found {', '.join(z.files)})")
+            z = np.load(p, allow_pickle=False)
+        except Exception as e:  # numpy and zipfile raise several types for a corrupt file
+            raise OcdlError(f"{where}: cannot read: {_first_line(e)}") from None
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise OcdlError(f"{where}: not an .npz archive (a single .npy array?); save it with numpy.savez(X=…, c=…)")
+        with z:
+            keys = next(((kx, kc) for kx, kc in _NPZ_KEYS if kx in z.files and kc in z.files), None)
+            if keys is None:
+                raise OcdlError(f"{where}: needs arrays 'X' and 'c' (found {', '.join(z.files) or 'none'})")
+            try:
+                X, c = z[keys[0]], z[keys[1]]
+            except Exception as e:  # a member that is not an .npy array, a pickled object, a bad CRC
+                raise OcdlError(f"{where}: cannot read arrays {keys[0]!r}, {keys[1]!r}: {_first_line(e)}") from None
+        return _validate(X, c, where)
     if p.suffix.lower() == ".csv":
-        lines = [ln for ln in p.read_text().splitlines() if ln.strip()]
+        try:
+            text = p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise OcdlError(f"{where}: not a text file (UTF-8), byte {e.start}: {e.reason}") from None
+        except OSError as e:
+            raise OcdlError(f"{where}: cannot read: {e.strerror or e}") from None
+        lines = [ln for ln in text.splitlines() if ln.strip()]
         if not lines:
-            raise OcdlError(f"data file {str(p)!r}: empty")
+            raise OcdlError(f"{where}: empty")
         rows = []
         for i, ln in enumerate(lines):
             parts = [x.strip() for x in ln.split(",")]
@@ -161,12 +188,16 @@ def load_file(path: str | Path) -> Dataset:
             except ValueError:
                 if i == 0:
                     continue  # header
-                raise OcdlError(f"data file {str(p)!r}: line {i + 1} is not numeric: {ln[:60]!r}") from None
+                raise OcdlError(f"{where}: line {i + 1} is not numeric: {ln[:60]!r}") from None
         if not rows or len({len(r) for r in rows}) != 1 or len(rows[0]) < 2:
-            raise OcdlError(f"data file {str(p)!r}: need rows of equal length with ≥ 1 feature and a label")
+            raise OcdlError(f"{where}: need rows of equal length with ≥ 1 feature and a label")
         A = np.array(rows)
-        return _validate(A[:, :-1], A[:, -1], f"data file {str(p)!r}")
-    raise OcdlError(f"data file {str(p)!r}: unsupported format (use .csv or .npz)")
+        return _validate(A[:, :-1], A[:, -1], where)
+    raise OcdlError(f"{where}: unsupported format {p.suffix!r} (use .csv or .npz)")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:200] or type(e).__name__
 
 
 def make(spec) -> tuple[Dataset, Dataset]:
