@@ -7,6 +7,9 @@ error as one line naming the file, the line and the key::
 
     problems/paper/rk/spiral-kutta4.toml:17: network.layers: expected int, got str '15'
 
+Relative file paths inside a problem file (``data.path``, ``data.test_path``, a ``network.tableau``
+file) are taken from the problem file's folder, wherever the command runs.
+
 Problem files are looked up by path, or by name relative to the catalogue root
 (``paper/rk/spiral-kutta4`` for ``problems/paper/rk/spiral-kutta4.toml``). The root is
 ``$OCDL_PROBLEMS`` if set, else the catalogue shipped in the installed package
@@ -27,7 +30,7 @@ from ocdl import problem as problem_mod
 from ocdl.errors import OcdlError
 
 __all__ = ["root", "discover", "resolve", "read", "load", "load_text", "describe", "key_lines",
-           "apply_overrides", "parse_override", "override", "name_of"]
+           "apply_overrides", "parse_override", "override", "name_of", "beside"]
 
 
 def root() -> Path:
@@ -70,6 +73,8 @@ def resolve(name: str | Path) -> Path:
     for cand in (root() / p, root() / p.with_suffix(".toml")):
         if cand.is_file():
             return cand
+    if p.is_dir():
+        raise OcdlError(f"problem file {str(name)!r} is a directory, not a TOML file")
     if p.suffix == ".toml" or p.parent != Path("."):
         raise OcdlError(f"problem file {str(name)!r} does not exist (nor under the catalogue {str(root())!r})")
     raise OcdlError(f"no problem file or catalogue entry {str(name)!r} (see `ocdl run --list`)")
@@ -142,6 +147,8 @@ _REGISTRY_KEYS = {"tableau": "network.tableau", "activation": "network.activatio
 def _parse(text: str, source: str) -> dict:
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise OcdlError(f"{source}: invalid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
         reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
@@ -152,13 +159,38 @@ def _parse(text: str, source: str) -> dict:
 def read(path: str | Path) -> tuple[dict, str]:
     """(parsed TOML dict, text) of a problem file; TOML syntax errors name file and line."""
     path = Path(path)
+    where = f"problem file {str(path)!r}"
+    if path.is_dir():
+        raise OcdlError(f"{where} is a directory, not a TOML file")
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise OcdlError(f"problem file {str(path)!r} does not exist") from None
-    except (IsADirectoryError, UnicodeDecodeError) as e:
-        raise OcdlError(f"problem file {str(path)!r} cannot be read: {e}") from None
+        raise OcdlError(f"{where} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise OcdlError(f"{where}: not a text file (UTF-8), byte {e.start}: {e.reason}") from None
+    except OSError as e:
+        raise OcdlError(f"{where} cannot be read: {e.strerror or e}") from None
     return _parse(text, str(path)), text
+
+
+#: The keys of a problem file that name files: relative paths are taken from the file's folder.
+PATH_KEYS = (("data", "path"), ("data", "test_path"), ("network", "tableau"))
+
+
+def beside(data: Mapping, folder: str | Path) -> dict:
+    """``data`` (a parsed problem file) with the relative file paths of :data:`PATH_KEYS`
+    (data.path, data.test_path, a network.tableau file .toml/.json) taken from ``folder``, the
+    problem file's folder, not from the current directory."""
+    out = dict(data)
+    for sec, key in PATH_KEYS:
+        table = out.get(sec)
+        val = table.get(key) if isinstance(table, Mapping) else None
+        if not isinstance(val, str) or not val or Path(val).is_absolute():
+            continue
+        if sec == "network" and not val.lower().endswith((".toml", ".json")):
+            continue  # a registry name
+        out[sec] = {**table, key: os.path.normpath(os.path.join(os.path.abspath(folder), val))}
+    return out
 
 
 def load_text(text: str, source: str = "<problem>", overrides: Iterable[str] = ()) -> problem_mod.Problem:
@@ -171,10 +203,12 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> problem_mod.Problem
 
     ``overrides`` are ``section.key=value`` strings (TOML values: ``network.layers=30``,
     ``network.tableau="kutta3"`` or ``network.tableau=kutta3``) applied before validation.
+    Relative file paths in the file (data.path, data.test_path, a tableau file) are taken from the
+    file's folder (:func:`beside`); those of ``overrides`` from the current directory.
     Any error raises :class:`OcdlError` naming the file, the line and the key."""
     path = resolve(path)
     data, text = read(path)
-    return _build(data, text, str(path), overrides)
+    return _build(beside(data, path.parent), text, str(path), overrides)
 
 
 def _build(data: dict, text: str, source: str, overrides: Iterable[str]) -> problem_mod.Problem:
@@ -233,7 +267,7 @@ def apply_overrides(data: Mapping, overrides: Iterable[str]) -> dict:
 def describe(path: str | Path) -> str:
     """The first comment block of a problem file, without the ``#`` marks."""
     lines = []
-    for line in Path(path).read_text().splitlines():
+    for line in Path(path).read_bytes().decode("utf-8", errors="replace").splitlines():
         s = line.strip()
         if s.startswith("#"):
             lines.append(s.lstrip("#").strip())

@@ -34,6 +34,7 @@ Parameter arrays (column convention y ← y + h σ(K y + β)): ``K`` (N, d, d) o
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -360,6 +361,11 @@ def _tableau_from(spec) -> tableau_mod.Tableau:
     return tableau_mod.get(spec)
 
 
+def _key(key) -> str:
+    """A key as written in a message: bare when it is a TOML bare key, else quoted (one line)."""
+    return key if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_\-]+", key) else repr(key)
+
+
 def _where(source: str | None, key: str) -> str:
     return f"{source}: {key}" if source else key
 
@@ -411,7 +417,7 @@ def from_dict(d: Mapping, source: str | None = None) -> Problem:
     top_allowed = set(_SECTIONS) | {"dtype", "device"}
     for key in d:
         if key not in top_allowed:
-            raise OcdlError(f"{_where(source, key)}: unknown key; allowed: {', '.join(sorted(top_allowed))}")
+            raise OcdlError(f"{_where(source, _key(key))}: unknown key; allowed: {', '.join(sorted(top_allowed))}")
     kwargs: dict[str, Any] = {}
     for sec, cls in _SECTIONS.items():
         raw = d.get(sec, {})
@@ -422,7 +428,7 @@ def from_dict(d: Mapping, source: str | None = None) -> Problem:
         for key, val in raw.items():
             if key not in types:
                 raise OcdlError(
-                    f"{_where(source, f'{sec}.{key}')}: unknown key; allowed: {', '.join(types)}"
+                    f"{_where(source, f'{sec}.{_key(key)}')}: unknown key; allowed: {', '.join(types)}"
                 )
             vals[key] = _check_type(val, types[key], f"{sec}.{key}", source)
         if sec == "objective" and "tikhonov" in vals:
@@ -430,7 +436,7 @@ def from_dict(d: Mapping, source: str | None = None) -> Problem:
             for k, v in vals["tikhonov"].items():
                 if k not in PARAM_KEYS:
                     raise OcdlError(
-                        f"{_where(source, f'objective.tikhonov.{k}')}: unknown key; allowed: {', '.join(PARAM_KEYS)}"
+                        f"{_where(source, f'objective.tikhonov.{_key(k)}')}: unknown key; allowed: {', '.join(PARAM_KEYS)}"
                     )
                 tk[k] = _check_type(v, float, f"objective.tikhonov.{k}", source)
             vals["tikhonov"] = tk

@@ -77,9 +77,9 @@ def run_commutation(args) -> int:
 
     base = None
     if args.problem:
-        from ocdl.rundir import read_config
+        from ocdl import catalogue
 
-        base = read_config(Path(args.problem))
+        base = catalogue.load(Path(args.problem))
     for key in ("layers", "n", "width"):
         v = getattr(args, key)
         if v is not None and v < 1:
