@@ -15,7 +15,9 @@ command line, verify, stability) hold an engine object and never branch on its n
 from __future__ import annotations
 
 import abc
+import difflib
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
@@ -69,10 +71,12 @@ class Engine(abc.ABC):
         self.check_solver(solver)
         declared = self.options[solver]
         given = dict(problem.solver.options)
-        unknown = sorted(set(given) - set(declared))
+        unknown = sorted(set(given) - set(declared), key=str)
         if unknown:
+            hints = [f"{k!r}: did you mean {close!r}?" for k in unknown if (close := did_you_mean(k, declared))]
             raise OcdlError(f"solver.options: {', '.join(map(repr, unknown))} unknown for {self.name} solver "
-                            f"{solver!r}; known: {', '.join(declared)}")
+                            f"{solver!r}" + (f" ({'; '.join(hints)})" if hints else "")
+                            + f"; known: {', '.join(declared)}")
         out = {}
         for key, opt in declared.items():
             val = given.get(key, opt.default)
@@ -85,6 +89,29 @@ class Engine(abc.ABC):
 
     def check(self, problem, d: int) -> None:
         """Refuse a problem this engine cannot solve (tableau, dtype, device, …) with one line."""
+
+    def memory_estimate(self, problem, d: int, m: int) -> tuple[int, str] | None:
+        """(bytes, what): the peak memory a solve of ``problem`` on m samples of width d is expected
+        to need, and what needs it (a few words). The default counts the parameter arrays only;
+        engines add what their solve holds (states, derivatives, factorisations)."""
+        n = parameter_count(problem, d)
+        return 3 * 8 * n, f"{n:.3g} parameters"
+
+    def memory_hint(self, problem, d: int, m: int, limit: int) -> str:
+        """What to use instead when :meth:`memory_estimate` exceeds ``limit`` bytes."""
+        return "use fewer layers (--layers) or a smaller width (--width)"
+
+    def check_memory(self, problem, d: int, m: int) -> None:
+        """Refuse, with one line naming the estimate and what to use instead, a problem whose
+        :meth:`memory_estimate` exceeds the memory available (:func:`memory_limit`)."""
+        est = self.memory_estimate(problem, d, m)
+        lim = memory_limit() if est is not None else None
+        if lim is None or est[0] <= lim[0]:
+            return
+        (need, what), (limit, source) = est, lim
+        raise OcdlError(f"{self.name} engine: this problem would need about {format_bytes(need)} of memory "
+                        f"({what}; m = {m} samples, N = {problem.N} layers, width {d}), {format_bytes(limit)} "
+                        f"{source}: {self.memory_hint(problem, d, m, limit)}")
 
     # ------------------------------------------------------------------ work
     @abc.abstractmethod
@@ -99,6 +126,18 @@ class Engine(abc.ABC):
     def states(self, problem, params: Mapping[str, np.ndarray], X: np.ndarray) -> np.ndarray:
         """The layer states y^[0], …, y^[N] of the points X (m × dim, lifted to the width d) by the
         forward sweep at ``params``: an array (N+1, m, d)."""
+
+
+def did_you_mean(name, known) -> str | None:
+    """The known name closest to a misspelt ``name`` (difflib), or one that starts it or that it
+    starts ('tolerance' → 'tol'); None when nothing is close."""
+    name, known = str(name), [str(k) for k in known]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    low = name.lower()
+    pre = [k for k in known if min(len(k), len(low)) >= 3 and (low.startswith(k.lower()) or k.lower().startswith(low))]
+    return max(pre, key=len) if pre else None
 
 
 # ---------------------------------------------------------------------- option checks
@@ -120,9 +159,62 @@ def count(v) -> str | None:
 
 
 def one_of(*allowed) -> Callable[[Any], str | None]:
+    """One of ``allowed``, of the same type (so that 1 is not true and 0.0 not false)."""
     def check(v):
-        return None if v in allowed else f"is not one of {', '.join(map(str, allowed))}"
+        ok = any(type(v) is type(a) and v == a for a in allowed)
+        return None if ok else f"is not one of {', '.join(map(str, allowed))}"
     return check
+
+
+# ---------------------------------------------------------------------- memory
+def parameter_count(problem, d: int) -> int:
+    """The number of entries of the parameter arrays K, β, W, μ, h of ``problem`` at width d."""
+    return sum(math.prod(shape) for shape in problem.param_shapes(d).values())
+
+
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def _parse_bytes(text: str) -> int:
+    s = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = s[-1:] if s[-1:] in _UNITS else ""
+    try:
+        v = float(s[: len(s) - len(unit)])
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise OcdlError(f"OCDL_MEMORY_LIMIT: expected a size such as 8G, 512M or 1e9 (bytes), got {text!r}")
+    return int(v * _UNITS[unit])
+
+
+def memory_limit() -> tuple[int, str] | None:
+    """(bytes, where from) that a solve may use: ``$OCDL_MEMORY_LIMIT`` (8G, 512M, 1e9) if set,
+    else the memory the system reports available (MemAvailable of /proc/meminfo, else the free
+    physical pages); None where neither is known (then nothing is refused)."""
+    env = os.environ.get("OCDL_MEMORY_LIMIT")
+    if env:
+        return _parse_bytes(env), "allowed by OCDL_MEMORY_LIMIT"
+    source = "available (OCDL_MEMORY_LIMIT=SIZE overrides)"
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, source
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE")), source
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as '1.5 GB' (powers of 1024)."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1024 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} PB"  # pragma: no cover
 
 
 # ---------------------------------------------------------------------- registry
