@@ -46,18 +46,28 @@ def with_solver(problem, engine: str | None = None, solver: str | None = None,
         options=opts))
 
 
-def prepare(problem, init=None):
+def prepare(problem, init=None, *, allow_inconsistent: bool = False):
     """(engine, (train, test), params0): the engine, the data and validated initial parameters,
-    every check done that can be done before a solve (width, data, labels, options)."""
+    every check done that can be done before a solve (tableau, width, data, labels, options,
+    memory). An inconsistent tableau (Σ b_i ≠ 1) is refused unless ``allow_inconsistent`` or the
+    problem's ``network.allow_inconsistent``."""
     _check_problem(problem)
     engine = engines_mod.get(problem.solver.backend)
+    problem_mod.check_consistent(problem, allow_inconsistent)
+    if problem.data.name in data_mod.GENERATORS:  # the size is known before the draw: check it first
+        engine.check(problem, problem.width(2))
+        engine.check_memory(problem, problem.width(2), problem.data.n)
     train, test = data_mod.make(problem.data)
     d = problem.width(train.dim)
     if d < train.dim:
         raise OcdlError(f"network.width {d} is smaller than the data dimension {train.dim}")
+    if train.n < 2:
+        raise OcdlError(f"data: the training set holds {train.n} sample; training needs at least 2, of both "
+                        "classes 0 and 1")
     if len(np.unique(train.c)) < 2:
         raise OcdlError(f"data: the training labels hold one class only ({train.c[0]:g}); training needs both 0 and 1")
     engine.check(problem, d)
+    engine.check_memory(problem, d, train.n)
     params0 = initial_params(problem, d, init)
     return engine, (train, test), params0
 
@@ -98,17 +108,21 @@ def finish(problem, engine: Engine, out: SolveResult, data, wall_time_s: float,
 
 def solve(problem, engine: str | None = None, solver: str | None = None, *, init=None,
           iterations: int | None = None, log: Callable[[str], None] | None = None,
-          evaluator: str | None = None, **options) -> Result:
+          evaluator: str | None = None, allow_inconsistent: bool = False, **options) -> Result:
     """Solve ``problem`` and return its :class:`~ocdl.result.Result`.
 
     ``engine`` and ``solver`` (default: the problem's ``[solver]``), ``iterations`` and solver
     ``options`` (``tol=1e-10``, ``lr=…``; see ``ocdl.engine.get(name).options``) replace the
     problem's; ``init`` the initial parameters (a dict such as ``result.params``, a run directory
     or .npz; default: the problem's seeded draw); ``log`` receives progress lines (default: none).
-    The result is evaluated by the engine that solved it, or by ``evaluator``. Bad input raises
-    :class:`~ocdl.errors.OcdlError` before any work."""
+    The result is evaluated by the engine that solved it, or by ``evaluator``. A tableau with
+    Σ b_i ≠ 1 (inconsistent: ODE order 0) is refused unless ``allow_inconsistent=True`` (or the
+    problem's ``network.allow_inconsistent``). Bad input, or a problem whose estimated memory
+    exceeds what is available, raises :class:`~ocdl.errors.OcdlError` before any work."""
     t0 = time.perf_counter()
     problem = with_solver(problem, engine, solver, iterations, options)
+    if allow_inconsistent:
+        problem = problem.replace(network__allow_inconsistent=True)
     eng, data, params0 = prepare(problem, init)
     out = eng.solve(problem, data, params0, RunContext(log=log))
     return finish(problem, eng, out, data, time.perf_counter() - t0, evaluator)

@@ -102,7 +102,8 @@ class NetworkSpec:
     a :class:`~ocdl.tableau.Tableau` or a table {name, A, b, c}), N layers, step h or final time T
     (T = N h), width d (None: the data's dimension), activation, control layout, and the choices
     the preset leaves open: time-step treatment, vector ``field`` and ``layer`` form (None: the
-    preset's)."""
+    preset's). ``allow_inconsistent`` lets a solve train a Runge–Kutta network whose tableau is
+    inconsistent (Σ b_i ≠ 1, ODE order 0), which :func:`check_consistent` refuses otherwise."""
 
     family: str = "rk"
     tableau: Any = "rk4"
@@ -115,6 +116,7 @@ class NetworkSpec:
     time_steps: str | None = None
     field: str | None = None
     layer: str | None = None
+    allow_inconsistent: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -399,6 +401,7 @@ _FIELD_TYPES = {
     "network": {
         "family": str, "tableau": "tableau", "layers": int, "h": float, "T": float, "width": int,
         "activation": str, "controls": str, "time_steps": str, "field": str, "layer": str,
+        "allow_inconsistent": bool,
     },
     "classifier": {"trainable": bool, "W": tuple, "mu": float},
     "objective": {"loss": str, "mean": bool, "tikhonov": dict, "smooth": float},
@@ -524,6 +527,21 @@ def validate(p: Problem) -> None:
     _choice(p.dtype, ("float64", "float32"), "dtype")
     if not (p.device == "cpu" or p.device.startswith("cuda")):
         raise OcdlError(f"device: {p.device!r} is not 'cpu' or 'cuda[:i]'")
+
+
+def check_consistent(p: Problem, allow: bool = False, hint: str | None = None) -> None:
+    """Refuse a Runge–Kutta network whose tableau is inconsistent (Σ b_i ≠ 1, so ODE order 0: its
+    layers approximate no ODE, and no order or convergence statement holds), unless ``allow`` or
+    ``network.allow_inconsistent``. ``hint`` says how to allow it (default: for training)."""
+    if allow or p.network.allow_inconsistent or not p.has_skip:
+        return
+    tab = p.tableau
+    if tab.consistent:
+        return
+    hint = hint or ("to train it anyway: --allow-inconsistent (ocdl train), network.allow_inconsistent = true "
+                    "(a problem file, --set), allow_inconsistent=True (ocdl.solve)")
+    raise OcdlError(f"network.tableau: tableau {tab.name!r} is inconsistent: Σ b_i = {tab.b_sum:.12g}, not 1 "
+                    f"(ODE order 0: the layers approximate no ODE); {hint}")
 
 
 def _check_network_choices(net: NetworkSpec) -> None:

@@ -11,7 +11,8 @@ from ocdl.errors import OcdlError
 def register(sub):
     p = sub.add_parser("tableau", help="show a Butcher tableau, its symplectic partner and orders")
     p.add_argument("name", nargs="?", help=f"registry name ({', '.join(tab.names())})")
-    p.add_argument("--file", help="a user tableau (TOML or JSON with A, b, optional c and name)")
+    p.add_argument("--file", help="a user tableau (TOML or JSON with A, b, optional c and name); an inconsistent "
+                                  "one (Σ b_i ≠ 1) is shown too, for study")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--list", action="store_true", help="list the registry")
     p.set_defaults(func=run)
@@ -38,6 +39,9 @@ def run(args) -> int:
     print(f"tableau {t.name}: {t.s} stages, {'explicit' if t.explicit else 'implicit'}")
     print(t)
     print(f"ODE order: {d['ode_order']} (conditions checked up to 4)")
+    if not t.consistent:
+        print(f"inconsistent: Σ b_i = {t.b_sum:.12g}, not 1, so the layers approximate no ODE; training and "
+              "`ocdl verify` refuse it unless --allow-inconsistent")
     print(f"order in optimal control (Hager): {d['oc_order'] if d['oc_order'] is not None else 'n/a (needs all b_i > 0)'}")
     if d["partner_A"] is None:
         print("symplectic partner: does not exist (some b_i = 0); the adjoint uses the unscaled form")

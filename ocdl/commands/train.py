@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ocdl import problem as P
+from ocdl import activations, problem as P
 from ocdl.errors import OcdlError
 
 
@@ -14,38 +14,48 @@ def add_problem_arguments(p):
     g.add_argument("--data", default="spiral", help="donut1d | donut2d | spiral | squares | a .csv/.npz file")
     g.add_argument("--test-data", help="test set file (with a file --data; default: the training file)")
     g.add_argument("--n", type=int, default=1000, help="training samples (test: the same number, independent draw)")
-    g.add_argument("--n-test", type=int)
+    g.add_argument("--n-test", type=int, help="test samples of a generated data set (default: --n)")
     g.add_argument("--noise", type=float, help="Gaussian noise (default: the data set's)")
-    g.add_argument("--data-seed", type=int, default=0)
+    g.add_argument("--data-seed", type=int, default=0, help="seed of the generated training and test draws (default 0)")
     g = p.add_argument_group("network")
-    g.add_argument("--net", default="rk", choices=P.FAMILIES)
+    g.add_argument("--net", default="rk", choices=P.FAMILIES,
+                   help="network family: net (plain layers) | resnet (Euler, fixed steps) | rk (any tableau; default) "
+                        "| odenet (Euler, learned steps) | odenet-simplex (steps on the simplex) | monotone (−Kᵀσ field)")
     g.add_argument("--tableau", default="rk4", help="registry name (see `ocdl tableau --list`)")
-    g.add_argument("--tableau-file", help="a user tableau (TOML/JSON)")
-    g.add_argument("--layers", type=int, default=15)
+    g.add_argument("--tableau-file", help="a user tableau (TOML/JSON with A, b, optional c and name)")
+    g.add_argument("--allow-inconsistent", action="store_true",
+                   help="train a tableau with Σ b_i ≠ 1 (ODE order 0: the layers approximate no ODE), refused "
+                        "otherwise; recorded as network.allow_inconsistent in config.toml")
+    g.add_argument("--layers", type=int, default=15, help="number of layers N (default 15)")
     g.add_argument("--h", type=float, help="step size (default 0.1 for rk/monotone, 1/N otherwise)")
     g.add_argument("--T", type=float, help="final time T = N h")
     g.add_argument("--width", type=int, help="state dimension d (zero-padding lift of the input)")
-    g.add_argument("--activation", default="tanh")
-    g.add_argument("--controls", default="per-layer", choices=P.CONTROLS)
+    g.add_argument("--activation", default="tanh", help=f"σ: {' | '.join(activations.names())} (default tanh)")
+    g.add_argument("--controls", default="per-layer", choices=P.CONTROLS,
+                   help="per-layer: one (K_j, β_j) shared by the stages of a layer (default) | per-stage: one per stage")
     g.add_argument("--time-steps", choices=P.TIME_STEPS, help="default: the family's")
     g.add_argument("--field", help="vector field: sigma (σ(Ky+β)) | monotone (−Kᵀσ(Ky+β)); default: the family's")
     g.add_argument("--layer", choices=P.LAYERS, help="rk (a Runge–Kutta step, skip connection) | plain (y ← f(y, u)); "
                                                       "default: the family's")
     g = p.add_argument_group("classifier and objective")
-    g.add_argument("--classifier", default="trainable", choices=("trainable", "fixed"))
+    g.add_argument("--classifier", default="trainable", choices=("trainable", "fixed"),
+                   help="train the classifier W, μ (default) or keep them fixed at --W/--mu")
     g.add_argument("--W", type=float, nargs="+", help="classifier weights (initial, or fixed)")
     g.add_argument("--mu", type=float, help="classifier bias (initial, or fixed)")
-    g.add_argument("--loss", default="squared", choices=P.LOSSES)
+    g.add_argument("--loss", default="squared", choices=P.LOSSES,
+                   help="squared: ½(S(z) − c)² with the logistic S (default) | logistic: the cross-entropy")
     g.add_argument("--mean", action="store_true", help="divide the loss by the number of samples")
     g.add_argument("--reg-tikhonov", type=float, default=0.0, help="Tikhonov weight on every trained parameter")
     for k in P.PARAM_KEYS:
         g.add_argument(f"--reg-{k}", type=float, help=f"Tikhonov weight on {k} (overrides --reg-tikhonov)")
     g.add_argument("--reg-smooth", type=float, default=0.0, help="weight of Σ‖u_{j+1} − u_j‖²/h")
     g = p.add_argument_group("initialisation")
-    g.add_argument("--init-seed", type=int, default=0)
-    g.add_argument("--beta-init", default="normal", choices=("normal", "zero"))
-    g.add_argument("--mu-init", default="uniform", choices=("uniform", "normal", "zero"))
-    g.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    g.add_argument("--init-seed", type=int, default=0, help="seed of the initial K, β, W, μ (default 0)")
+    g.add_argument("--beta-init", default="normal", choices=("normal", "zero"), help="initial β: N(0, 1) (default) or 0")
+    g.add_argument("--mu-init", default="uniform", choices=("uniform", "normal", "zero"),
+                   help="initial μ: U(0, 1) (default), N(0, 1) or 0")
+    g.add_argument("--dtype", default="float64", choices=("float64", "float32"),
+                   help="floating point of the PyTorch engine's computation (default float64)")
     g.add_argument("--device", default="cpu", help="cpu | cuda | cuda:i (PyTorch engine)")
 
 
@@ -69,6 +79,7 @@ def problem_from_args(a) -> P.Problem:
             family=a.net, tableau=a.tableau_file or a.tableau, layers=a.layers, h=a.h, T=a.T,
             width=a.width, activation=a.activation, controls=a.controls, time_steps=a.time_steps,
             field=getattr(a, "field", None), layer=getattr(a, "layer", None),
+            allow_inconsistent=True if getattr(a, "allow_inconsistent", False) else None,
         ),
         classifier=P.ClassifierSpec(trainable=a.classifier == "trainable", W=tuple(a.W) if a.W else None, mu=a.mu),
         objective=P.ObjectiveSpec(loss=a.loss, mean=a.mean, tikhonov=tik, smooth=a.reg_smooth),

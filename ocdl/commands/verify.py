@@ -38,6 +38,9 @@ def register(sub):
     c.add_argument("--width", type=int, help="network width d (default: the data's dimension, 2)")
     c.add_argument("--seed", type=int, help="seeds the data and the controls (default 0)")
     c.add_argument("--no-casadi", action="store_true", help="skip the CasADi engine")
+    c.add_argument("--allow-inconsistent", action="store_true",
+                   help="accept a tableau with Σ b_i ≠ 1 (ODE order 0), refused otherwise: its discrete gradients "
+                        "still commute, but the 'continuous' rows compare with an ODE it does not approximate")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=run_commutation)
 
@@ -88,6 +91,7 @@ def run_commutation(args) -> int:
     prob = instance.build_problem(
         base, tableau=tab, layers=args.layers, h=args.h, data=args.data, n=args.n, controls=args.controls,
         seed=args.seed, family=args.family, activation=args.activation, width=args.width,
+        allow_inconsistent=args.allow_inconsistent,
     )
     inst = instance.Instance.make(prob)
     _quiet_threads(inst.m, inst.d)

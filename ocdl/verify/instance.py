@@ -25,10 +25,12 @@ def build_problem(base: Problem | None = None, *, tableau: str | None = None, la
                   h: float | None = None, T: float | None = None, data: str | None = None,
                   n: int | None = None, controls: str | None = None, seed: int | None = None,
                   family: str | None = None, activation: str | None = None,
-                  width: int | None = None) -> Problem:
+                  width: int | None = None, allow_inconsistent: bool = False) -> Problem:
     """A verification problem: ``base`` (default: family rk, rk4, 15 layers, h = 0.1, spiral with
     40 points, tanh, squared loss, no regulariser) with the given entries replaced. ``seed`` seeds
-    both the data and the controls. ``tableau`` is a registry name or a .toml/.json file."""
+    both the data and the controls. ``tableau`` is a registry name or a .toml/.json file. An
+    inconsistent tableau (Σ b_i ≠ 1: ODE order 0, no continuous problem to compare with) is refused
+    unless ``allow_inconsistent`` or the base problem's ``network.allow_inconsistent``."""
     if base is None:
         base = Problem(
             data=problem_mod.DataSpec(name="spiral", n=40),
@@ -60,6 +62,11 @@ def build_problem(base: Problem | None = None, *, tableau: str | None = None, la
         raise OcdlError(f"verify: family {prob.family!r} has no ODE (no skip connection); use one of {', '.join(ODE_FAMILIES)}")
     if not prob.tableau.explicit:
         raise OcdlError(f"verify: tableau {prob.tableau.name!r} is implicit; verify runs explicit tableaux only")
+    try:
+        problem_mod.check_consistent(prob, allow_inconsistent, hint="`ocdl verify commutation --allow-inconsistent` "
+                                                                    "checks its gradients anyway")
+    except OcdlError as e:
+        raise OcdlError(f"verify: {e}") from None
     return prob
 
 
