@@ -30,22 +30,29 @@ import tempfile
 import time
 
 from ocdl import data as data_mod
+from ocdl.benchmarks import tableau_file
 from ocdl.commands._args import int_at_least
 from ocdl.problem import DataSpec, NetworkSpec, Problem, SolverSpec, init_params
 
 
 def register(bsub):
     p = bsub.add_parser("gradient", help="forward / autograd / partner-adjoint timing and memory")
-    p.add_argument("--data", default="spiral")
-    p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--layers", type=int, default=15)
-    p.add_argument("--tableau", default="rk4")
-    p.add_argument("--controls", default="per-layer", choices=("per-layer", "per-stage"))
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=int_at_least(1), default=31)
+    p.add_argument("--data", default="spiral", choices=tuple(data_mod.GENERATORS),
+                   help="generated data set (default spiral)")
+    p.add_argument("--n", type=int_at_least(2), default=1000, help="samples m (default 1000)")
+    p.add_argument("--layers", type=int_at_least(1), default=15,
+                   help="layers N (default 15; the memory table also runs 2N and 4N)")
+    tab = p.add_mutually_exclusive_group()
+    tab.add_argument("--tableau", default="rk4", help="registry tableau (default rk4; see `ocdl tableau --list`)")
+    tab.add_argument("--tableau-file", dest="tableau", type=tableau_file, metavar="FILE",
+                     help="a user tableau (TOML/JSON with A, b, optional c and name) instead")
+    p.add_argument("--controls", default="per-layer", choices=("per-layer", "per-stage"),
+                   help="one (K, β) per layer (default) or per stage")
+    p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:i")
+    p.add_argument("--repeats", type=int_at_least(1), default=31, help="timing rounds; medians are reported (default 31)")
     p.add_argument("--threads", type=int_at_least(0), default=0, help="torch CPU threads (0: auto)")
     p.add_argument("--train-iterations", type=int_at_least(0), default=10000, help="time this many gd-armijo iterations (0: skip)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 

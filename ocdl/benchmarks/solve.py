@@ -42,7 +42,8 @@ import time
 import numpy as np
 
 from ocdl import data as data_mod
-from ocdl.commands._args import int_at_least
+from ocdl.benchmarks import tableau_file
+from ocdl.commands._args import int_at_least, positive_float
 from ocdl.errors import OcdlError
 from ocdl.problem import DataSpec, InitSpec, NetworkSpec, ObjectiveSpec, Problem, SolverSpec, init_params
 
@@ -61,18 +62,24 @@ DEFAULT_ROWS = f"full,reduced,{FROM_REDUCED},full-sqp,reduced-sqp"
 
 def register(bsub):
     p = bsub.add_parser("solve", help="CasADi/IPOPT (full-space, reduced) vs PyTorch L-BFGS: time, iterations, KKT")
-    p.add_argument("--data", default="spiral")
-    p.add_argument("--n", type=int, default=1000, help="training samples m")
-    p.add_argument("--layers", type=int, default=15)
-    p.add_argument("--h", type=float, default=0.1)
-    p.add_argument("--tableaux", default="euler,rk4", help="comma-separated tableau names")
+    p.add_argument("--data", default="spiral", choices=tuple(data_mod.GENERATORS),
+                   help="generated data set (default spiral)")
+    p.add_argument("--n", type=int_at_least(2), default=1000, help="training samples m (default 1000)")
+    p.add_argument("--layers", type=int_at_least(1), default=15, help="layers N (default 15)")
+    p.add_argument("--h", type=positive_float, default=0.1, help="step size (default 0.1)")
+    tab = p.add_mutually_exclusive_group()
+    tab.add_argument("--tableaux", default="euler,rk4", help="comma-separated registry tableaux (default euler,rk4)")
+    tab.add_argument("--tableau-file", dest="tableaux", type=tableau_file, metavar="FILE",
+                     help="a user tableau (TOML/JSON with A, b, optional c and name) instead")
     p.add_argument("--formulations", default=None,
                    help=f"comma-separated rows: full, reduced (IPOPT), {FROM_REDUCED} (IPOPT on the full-space NLP "
                         f"started at the reduced NLP's solution), full-sqp, reduced-sqp (the trust-region SQP with "
                         f"condensed steps); default: all five; with --scaling: reduced")
-    p.add_argument("--controls", default="per-layer", choices=("per-layer", "per-stage"))
-    p.add_argument("--tol", type=float, default=1e-10)
-    p.add_argument("--max-iter", type=int_at_least(0), default=3000)
+    p.add_argument("--controls", default="per-layer", choices=("per-layer", "per-stage"),
+                   help="one (K, β) per layer (default) or per stage")
+    p.add_argument("--tol", type=positive_float, default=1e-10, help="KKT tolerance of the CasADi solves (default 1e-10)")
+    p.add_argument("--max-iter", type=int_at_least(0), default=3000,
+                   help="iteration limit of the CasADi solves (default 3000)")
     p.add_argument("--repeats", type=int_at_least(1), default=1, help="runs per configuration (medians are reported)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch L-BFGS comparison")
     p.add_argument("--no-bvp", action="store_true",
@@ -87,7 +94,7 @@ def register(bsub):
                         "benchmark's h and weights held fixed (literal); see the module docstring")
     p.add_argument("--seeds", type=int_at_least(1), default=1,
                    help="scaling: initialisation seeds per configuration (medians are reported)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 

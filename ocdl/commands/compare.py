@@ -16,12 +16,27 @@ from ocdl.errors import OcdlError
 from ocdl.problem import PARAM_KEYS
 
 
+def _tolerance(s: str) -> float:
+    """--tol: a finite number ≥ 0."""
+    import argparse
+    import math
+
+    try:
+        v = float(s)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number ≥ 0, got {s!r}")
+    return v
+
+
 def register(sub):
     p = sub.add_parser("compare", help="differences of two run directories (parameters, objectives, costates)")
     p.add_argument("run_a", help="first run directory")
     p.add_argument("run_b", help="second run directory")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--tol", type=float, default=None, help="exit 1 if a relative difference exceeds TOL")
+    p.add_argument("--tol", type=_tolerance, default=None,
+                   help="exit 1 if a relative difference exceeds TOL (a finite number ≥ 0)")
     p.set_defaults(func=run)
 
 

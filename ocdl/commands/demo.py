@@ -17,14 +17,15 @@ from ocdl.errors import OcdlError
 
 def register(sub):
     p = sub.add_parser("demo", help="the main job: CasADi solve to KKT 1e-10, PyTorch cross-check, commutation, stability, report")
-    p.add_argument("--out", help="output folder (report.md, report.json, checks.png, run/)")
+    what = p.add_mutually_exclusive_group(required=True)  # --out is required, unless --print-problem
+    what.add_argument("--out", metavar="DIR", help="output folder (report.md, report.json, checks.png, run/); required")
+    what.add_argument("--print-problem", action="store_true", help="print the embedded problem file and exit")
     p.add_argument("--n", type=int_at_least(2), help="training samples (default: the embedded problem's)")
     p.add_argument("--quick", action="store_true", help="a small instance (n = 40) for a smoke run")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="change one setting of the embedded problem (TOML value); repeatable")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
-    p.add_argument("--print-problem", action="store_true", help="print the embedded problem file and exit")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 
 

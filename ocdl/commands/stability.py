@@ -51,6 +51,7 @@ def register(sub):
 
     d = ssub.add_parser("discrete", help="Runge–Kutta layers of the monotone flow: largest stable h‖K‖²")
     d.add_argument("--tableau", default="rk4", help="registry tableau, or 'all' (default rk4)")
+    d.add_argument("--tableau-file", help="a user tableau (TOML/JSON with A, b, optional c and name) instead")
     d.add_argument("--sigma", default="tanh", help="monotone activation (default tanh)")
     d.add_argument("--dim", type=int_at_least(1), default=2, help="width (default 2)")
     d.add_argument("--cases", type=int_at_least(1), default=200, help="random cases (default 200)")
@@ -106,7 +107,8 @@ def run_discrete(args) -> int:
     from ocdl import tableau as tab
     from ocdl.stability import discrete
 
-    names = tab.names() if args.tableau == "all" else [tab.get(args.tableau).name]
+    names = ([tab.load(args.tableau_file)] if getattr(args, "tableau_file", None) else
+             tab.names() if args.tableau == "all" else [tab.get(args.tableau).name])
     results = [discrete.measure(n, args.sigma, args.cases, args.dim, args.layers, args.seed) for n in names]
     if args.out:
         from ocdl import rundir

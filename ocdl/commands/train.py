@@ -125,8 +125,10 @@ def add_solver_arguments(p):
                         "default) or solve the reduced NLP first and start at its solution")
     g.add_argument("--lr", type=float, help="adam/lbfgs learning rate")
     g.add_argument("--gradient", choices=("adjoint", "autograd"), help="torch: gradient used by the optimiser")
-    g.add_argument("--eval-every", type=int, help="record test objective/accuracies every k iterations")
-    g.add_argument("--progress-every", type=int, help="progress line every k iterations")
+    g.add_argument("--eval-every", type=int, help="torch: record test objective/accuracies every k iterations "
+                                                   "(default 0: auto, about 200 records per run)")
+    g.add_argument("--progress-every", type=int, help="torch: one progress line every k iterations (default 0: auto, "
+                                                       "about 20 lines per run)")
     g.add_argument("--checkpoint-every", type=int, help="torch: also write a snapshot of the run directory every k "
                                                          "iterations (default 0: by time only)")
     g.add_argument("--checkpoint-seconds", type=float,
@@ -146,7 +148,7 @@ def register(sub):
     g.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     g.add_argument("--evaluate-with", help="the engine that computes the final figures of metrics.json "
                                            "(default: the engine that solved)")
-    g.add_argument("--quiet", action="store_true")
+    g.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 
 
