@@ -300,9 +300,15 @@ class RunLock:
         self.fd: int | None = None
         self.stale: str | None = None
 
-    def acquire(self) -> "RunLock":
-        import fcntl
+    def _in_use(self, info: dict) -> OcdlError:
+        return OcdlError(f"output directory {str(self.out)!r} is in use by another ocdl process ({_describe(info)}); "
+                         "wait for it to end, or stop it")
 
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # no flock (not POSIX): the file created with O_EXCL, a dead pid's taken over
+            return self._acquire_exclusive()
         for _ in range(5):
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
@@ -311,10 +317,9 @@ class RunLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                who = _describe(_read_lock(fd))
+                info = _read_lock(fd)
                 os.close(fd)
-                raise OcdlError(f"output directory {str(self.out)!r} is in use by another ocdl process ({who}); "
-                                "wait for it to end, or stop it") from None
+                raise self._in_use(info) from None
             try:  # the file locked must still be the one at the path (a releasing process unlinks it)
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -327,6 +332,27 @@ class RunLock:
                 self.stale = _describe(old)
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, (json.dumps({"pid": os.getpid()}) + "\n").encode())
+            self.fd = fd
+            return self
+        raise OcdlError(f"cannot lock {str(self.out)!r}: the lock file keeps changing")
+
+    def _acquire_exclusive(self) -> "RunLock":
+        for _ in range(5):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK)
+            except FileExistsError:
+                info = _read_lock(self.path)
+                if _pid_alive(info.get("pid")) or not info:  # alive, or being written just now
+                    raise self._in_use(info) from None
+                self.stale = _describe(info)
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+                continue
+            except OSError as e:
+                raise OcdlError(f"cannot create the lock file {str(self.path)!r}: {e.strerror or e}") from None
             os.write(fd, (json.dumps({"pid": os.getpid()}) + "\n").encode())
             self.fd = fd
             return self

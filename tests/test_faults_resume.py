@@ -263,6 +263,27 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
     assert not (out / rundir.LOCK).exists() and (out / "params.npz").is_file()
 
 
+def test_without_flock_the_lock_is_an_exclusive_file_with_a_pid(tmp_path, monkeypatch):
+    """Where fcntl is missing: the lock file is created with O_EXCL; a live pid in it refuses, a
+    dead one's is taken over."""
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # import fcntl → ImportError
+    out = tmp_path / "run"
+    out.mkdir()
+    with rundir.RunLock(out):
+        assert rundir.lock_holder(out) == f"pid {os.getpid()}"
+        with pytest.raises(OcdlError, match=f"in use by another ocdl process \\(pid {os.getpid()}\\)"):
+            rundir.RunLock(out).acquire()
+    assert not (out / rundir.LOCK).exists() and rundir.lock_holder(out) is None
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / rundir.LOCK).write_text(json.dumps({"pid": dead.pid}))
+    assert rundir.lock_holder(out) is None
+    with rundir.RunLock(out) as lock:
+        assert lock.stale == f"pid {dead.pid}"
+        assert json.loads((out / rundir.LOCK).read_text()) == {"pid": os.getpid()}
+    assert not (out / rundir.LOCK).exists()
+
+
 def training_problem(iterations, solver="gd-armijo"):
     from ocdl.problem import DataSpec, NetworkSpec, Problem, SolverSpec
 
