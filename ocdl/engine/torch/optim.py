@@ -304,10 +304,12 @@ def _torch_optimiser(name, theta, opts, state):
         opt = torch.optim.Adam([theta], lr=opts["lr"])
     if "torch_optimizer" in state:
         saved = state["torch_optimizer"]
-        fresh = opt.state_dict()["param_groups"][0]
         groups = saved.get("param_groups") if isinstance(saved, dict) else None
+        # keys that tell the two optimisers apart and that every torch version has (newer versions
+        # add others, which torch's load_state_dict fills in)
+        required = {"lbfgs": {"lr", "max_iter", "history_size", "line_search_fn"}, "adam": {"lr", "betas", "eps"}}[name]
         if not (isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict)
-                and set(groups[0]) == set(fresh)):
+                and required <= set(groups[0])):
             raise OcdlError(f"optimizer.pt: not the saved state of a torch {name} optimiser")
         try:
             opt.load_state_dict(saved)
