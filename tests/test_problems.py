@@ -50,7 +50,7 @@ def _group(path):
 @pytest.mark.parametrize("path", [p for p in FILES if _group(p)[0] == "paper"],
                          ids=lambda p: catalogue.name_of(p))
 def test_paper_settings(path):
-    """The settings of DESIGN.md §2, file by file."""
+    """The paper's settings (docs/reproduction.md), file by file."""
     p = catalogue.load(path)
     group = _group(path)[1]
     data, variant = path.stem.split("-", 1)

@@ -34,7 +34,7 @@ def test_partner_condition(name):
 
 
 def test_ssprk3_extra_condition_is_the_failing_one():
-    """Σ d²/b = 5/6 ≠ 1/3 for SSPRK3 (DESIGN.md): exactly, in rationals."""
+    """Σ d²/b = 5/6 ≠ 1/3 for SSPRK3 (order 2 in optimal control, Hager 2000): exactly, in rationals."""
     t = T.get("ssprk3")
     A, b, _ = t.exact
     d = [sum(b[i] * A[i][j] for i in range(3)) for j in range(3)]

@@ -274,7 +274,7 @@ def tables(res: dict) -> str:
 
 def markdown(res: dict) -> str:
     """report.md."""
-    head = ("# ocdl stability report\n\nThe estimates of the seed (Benning et al. 2019, DESIGN.md §1), measured by "
+    head = ("# ocdl stability report\n\nThe estimates of Benning et al. (2019), measured by "
             f"`ocdl stability all` (seed {res['seed']}{', --quick' if res.get('quick') else ''}).\n")
     return head + "\n" + tables(res)
 
