@@ -13,7 +13,7 @@ relative max-norm:
     costate   p^[0] = ∂E/∂y^[0] (the discrete adjoint) against p(0);
     gradient  ∂E/∂θ: the discrete Σ_{j,i} φ(t_j + c_i h) ∂E/∂u_{j,i} against ∫ φ(t) ∂_u fᵀ p dt
               (the gradient with respect to the fixed coefficients θ, comparable across N);
-    control   on Hager's problem (:func:`ocdl.engine.casadi.optimal_control.hager`) with optimised discrete controls: the grid control
+    control   on Hager's problem (:func:`ocdl.ocp.hager`) with optimised discrete controls: the grid control
               u_j = −p_j against u*(t_j), from ``ocdl.engine.casadi.hager_errors`` where it exists.
 
 State, costate and gradient converge at the tableau's ODE order p (p^[0] and ∂E/∂θ are derivatives
