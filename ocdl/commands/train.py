@@ -159,8 +159,10 @@ def run(a) -> int:
         problem, _, _ = rundir.load(a.resume)
         if a.iterations is not None:
             problem = problem.replace(solver__iterations=a.iterations)
-    elif a.config:
-        problem = rundir.read_config(Path(a.config))
+    elif a.config:  # a problem file: relative paths in it are taken from its folder
+        from ocdl import catalogue
+
+        problem = catalogue.load(a.config)
     else:
         problem = problem_from_args(a)
     res, metrics = training.train(problem, out=a.out, init=a.init, resume=a.resume, quiet=a.quiet, force=a.force,
