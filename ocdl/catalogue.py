@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ocdl import problem as problem_mod
-from ocdl.errors import OcdlError
+from ocdl.errors import OcdlError, read_text
 
 __all__ = ["root", "discover", "resolve", "read", "load", "load_text", "describe", "key_lines",
            "apply_overrides", "parse_override", "override", "name_of", "beside"]
@@ -162,14 +162,7 @@ def read(path: str | Path) -> tuple[dict, str]:
     where = f"problem file {str(path)!r}"
     if path.is_dir():
         raise OcdlError(f"{where} is a directory, not a TOML file")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise OcdlError(f"{where} does not exist") from None
-    except UnicodeDecodeError as e:
-        raise OcdlError(f"{where}: not a text file (UTF-8), byte {e.start}: {e.reason}") from None
-    except OSError as e:
-        raise OcdlError(f"{where} cannot be read: {e.strerror or e}") from None
+    text = read_text(path, where)
     return _parse(text, str(path)), text
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ocdl.errors import OcdlError
+from ocdl.errors import OcdlError, read_text
 
 __all__ = ["Dataset", "make", "generate", "load_file", "from_arrays", "DEFAULT_NOISE", "GENERATORS"]
 
@@ -171,12 +171,7 @@ def load_file(path: str | Path) -> Dataset:
                 raise OcdlError(f"{where}: cannot read arrays {keys[0]!r}, {keys[1]!r}: {_first_line(e)}") from None
         return _validate(X, c, where)
     if p.suffix.lower() == ".csv":
-        try:
-            text = p.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise OcdlError(f"{where}: not a text file (UTF-8), byte {e.start}: {e.reason}") from None
-        except OSError as e:
-            raise OcdlError(f"{where}: cannot read: {e.strerror or e}") from None
+        text = read_text(p, where)
         lines = [ln for ln in text.splitlines() if ln.strip()]
         if not lines:
             raise OcdlError(f"{where}: empty")

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ocdl.errors import OcdlError
+from ocdl.errors import OcdlError, read_text
 
 __all__ = ["Tableau", "get", "names", "load", "REGISTRY"]
 
@@ -412,12 +412,7 @@ def load(path: str | Path) -> Tableau:
         raise OcdlError(f"{where} is a directory, not a TOML or JSON file")
     if not p.is_file():
         raise OcdlError(f"{where} does not exist")
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise OcdlError(f"{where}: not a text file (UTF-8), byte {e.start}: {e.reason}") from None
-    except OSError as e:
-        raise OcdlError(f"{where}: cannot read: {e.strerror or e}") from None
+    text = read_text(p, where)
     try:
         if p.suffix.lower() == ".json":
             data = json.loads(text)
