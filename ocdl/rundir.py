@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ocdl import problem as problem_mod
-from ocdl.errors import OcdlError
+from ocdl.errors import OcdlError, read_bytes
 
 RUN_FILES = ("config.toml", "metrics.json", "params.npz")
 LOCK = ".ocdl.lock"
@@ -520,14 +520,7 @@ def read_config(path: Path):
 
 
 def _read_file(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise OcdlError(f"{str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise OcdlError(f"{what} {str(path)!r} is a directory") from None
-    except OSError as e:
-        raise OcdlError(f"{what} {str(path)!r}: cannot read: {e.strerror or e}") from None
+    return read_bytes(path, f"{what} {str(path)!r}")
 
 
 def _parse_config(raw: bytes, path: Path, folder: Path, resolve: Callable[[str], Path | None] | None = None):
