@@ -19,17 +19,6 @@ from ocdl.interrupt import DeferSigint
 from ocdl.result import SolveResult
 
 
-def setup(problem, init=None):
-    """(train, test, d, params0): data, width and validated initial parameters."""
-    _, (train, test), params0 = api.prepare(problem, init)
-    return train, test, int(params0["W"].shape[0]), params0
-
-
-def final_metrics(problem, params, train, test, engine: str = "torch") -> dict:
-    """Objective, gradient norm and accuracies at ``params``, by ``engine``."""
-    return engines.get(engine).evaluate(problem, params, (train, test)).metrics()
-
-
 def train(
     problem,
     out: str | Path | None = None,

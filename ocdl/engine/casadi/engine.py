@@ -218,53 +218,55 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
                        success=success, message=message, interrupted=out.interrupted)
 
 
-def gradient(problem, params, X, c):
-    """(E, ∇E over ``problem.trainable()``) by CasADi reverse-mode AD of the reduced objective at
-    NumPy ``params``; X are data points (lifted to d = params['W'].shape[0])."""
+def _reduced_nlp(problem, params, X, c=None):
+    """(the reduced NLP on the points X with labels c, θ of ``params``)."""
     d = int(np.asarray(params["W"]).shape[0])
     params = problem_mod.check_params(problem, params, d)
     Y0 = lift(np.asarray(X, dtype=np.float64), d).T.copy()
-    nlp = NetworkNLP(problem, Y0, np.asarray(c, dtype=np.float64), params, "reduced")
+    c = np.zeros(Y0.shape[1]) if c is None else np.asarray(c, dtype=np.float64)
+    nlp = NetworkNLP(problem, Y0, c, params, "reduced")
+    return nlp, nlp.layout.pack(params)
+
+
+def _value_gradient(nlp, theta):
+    """(E, ∇E per trained key) of a reduced NLP by CasADi reverse-mode AD."""
     fg = ca.Function("fg", [nlp.theta], [nlp.f, ca.gradient(nlp.f, nlp.theta)])
-    E, g = fg(nlp.layout.pack(params))
+    E, g = fg(theta)
     g = np.array(g).reshape(-1)
-    grads = {k: g[nlp.layout.slices[k]].reshape(nlp.layout.shapes[k]).copy() for k in nlp.layout.keys}
-    return float(E), grads
+    return float(E), {k: g[nlp.layout.slices[k]].reshape(nlp.layout.shapes[k]).copy() for k in nlp.layout.keys}
+
+
+def gradient(problem, params, X, c):
+    """(E, ∇E over ``problem.trainable()``) by CasADi reverse-mode AD of the reduced objective at
+    NumPy ``params``; X are data points (lifted to d = params['W'].shape[0])."""
+    return _value_gradient(*_reduced_nlp(problem, params, X, c))
 
 
 def evaluate(problem, params, train, test):
     """:class:`~ocdl.result.Evaluation` at NumPy ``params`` by CasADi: E and ∇E by reverse-mode AD
-    of the reduced objective (:func:`gradient`), y^[N] by the forward sweep, E_test the same
-    objective on the test set; accuracy the fraction of samples with [W y^[N] + μ > 0] = c."""
+    of the reduced objective, y^[N] by the forward sweep, E_test the same objective on the test
+    set; accuracy the fraction of samples with [W y^[N] + μ > 0] = c."""
     from ocdl.result import Evaluation
 
-    d = int(np.asarray(params["W"]).shape[0])
-    params = problem_mod.check_params(problem, params, d)
-    E, grads = gradient(problem, params, train.X, train.c)
+    nlp, theta = _reduced_nlp(problem, params, train.X, train.c)
+    nlp_test, _ = _reduced_nlp(problem, params, test.X, test.c)
+    E, grads = _value_gradient(nlp, theta)
     gflat = np.concatenate([g.reshape(-1) for g in grads.values()])
-    nlp_test = NetworkNLP(problem, lift(np.asarray(test.X, dtype=np.float64), d).T.copy(),
-                          np.asarray(test.c, dtype=np.float64), params, "reduced")
-    theta = nlp_test.layout.pack(params)
     E_test = float(ca.Function("f", [nlp_test.theta], [nlp_test.f])(theta))
-
-    def final_states(X):
-        return nlp_test.simulate(theta)[0][-1] if X is test.X else states(problem, params, X)[-1].T
+    W, mu = np.asarray(params["W"], dtype=np.float64), float(params["mu"])
 
     def accuracy(YN, c):
-        z = np.asarray(params["W"]) @ YN + float(params["mu"])
+        z = W @ YN + mu
         return float(np.mean((z > 0).astype(np.float64) == np.asarray(c, dtype=np.float64)))
 
-    YN = final_states(train.X)
+    YN, YN_test = nlp.simulate(theta)[0][-1], nlp_test.simulate(theta)[0][-1]
     return Evaluation(objective=E, test_objective=E_test, gradient=grads,
                       gradient_norm=float(np.linalg.norm(gflat)), gradient_norm_inf=float(np.max(np.abs(gflat))),
-                      train_accuracy=accuracy(YN, train.c), test_accuracy=accuracy(final_states(test.X), test.c),
+                      train_accuracy=accuracy(YN, train.c), test_accuracy=accuracy(YN_test, test.c),
                       states=np.asarray(YN), engine="casadi")
 
 
 def states(problem, params, X) -> np.ndarray:
     """y^[0], …, y^[N] of the points X by the CasADi forward sweep: (N+1, m, d)."""
-    d = int(np.asarray(params["W"]).shape[0])
-    params = problem_mod.check_params(problem, params, d)
-    Y0 = lift(np.asarray(X, dtype=np.float64), d).T.copy()
-    nlp = NetworkNLP(problem, Y0, np.zeros(Y0.shape[1]), params, "reduced")
-    return np.stack([np.asarray(Y).T for Y in nlp.simulate(nlp.layout.pack(params))[0]])
+    nlp, theta = _reduced_nlp(problem, params, X)
+    return np.stack([np.asarray(Y).T for Y in nlp.simulate(theta)[0]])
