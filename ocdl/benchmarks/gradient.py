@@ -117,7 +117,6 @@ def _peak_bytes(f, cuda: bool):
     """Peak of the bytes allocated during f() above what was allocated before it, on the CPU or
     the CUDA device: the running sum, in the order they happened, of the allocations and frees
     that ``torch.profiler`` records (profile_memory)."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -213,7 +212,6 @@ def time_training(problem, iterations):
 
 
 def run(a) -> int:
-    import torch
     from ocdl.engine.torch.network import configure_threads
 
     def problem(N):

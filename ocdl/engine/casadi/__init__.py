@@ -62,8 +62,7 @@ class CasadiEngine(Engine):
     def check(self, problem, d: int) -> None:
         from ocdl.engine.casadi.engine import engine_options
 
-        self.check_options(problem)
-        engine_options(problem)
+        engine_options(problem)  # the declared options' checks, then the rules between them
 
     def memory_estimate(self, problem, d: int, m: int, formulation: str | None = None):
         """(bytes, what) at the solve's peak: :func:`nlp_bytes` for the problem's formulation (or

@@ -3,7 +3,6 @@ on the Hamiltonian BVP) and ``gradient`` (CasADi AD of the reduced objective).""
 
 from __future__ import annotations
 
-import math
 import time
 
 import casadi as ca
@@ -15,13 +14,11 @@ from ocdl.engine.casadi.condensed import ReducedHessian
 from ocdl.engine.casadi.derivatives import structured_derivatives
 from ocdl.engine.casadi.lifted import LiftedSQP
 from ocdl.engine.casadi.network import jit_available
-from ocdl.engine.casadi.nlp import FORMULATIONS, STAGES, NetworkNLP
+from ocdl.engine.casadi.nlp import NetworkNLP
 from ocdl.data import lift
 from ocdl.errors import OcdlError
 from ocdl.result import SolveResult
 
-HESSIANS = ("exact", "lbfgs")
-STARTS = ("initial", "reduced")
 
 
 def engine_options(problem) -> dict:
@@ -36,43 +33,17 @@ def engine_options(problem) -> dict:
     start ('initial': IPOPT starts at the given parameters, states by forward simulation;
     'reduced', full-space IPOPT only: first solve the reduced NLP from them, then start the
     full-space NLP at its solution)."""
-    o = dict(problem.solver.options)
-    tol = o.get("tol", 1e-10)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0):
-        raise OcdlError(f"solver.options.tol: must be a number > 0, got {tol!r}")
-    hessian = o.get("hessian", "exact")
-    if hessian not in HESSIANS:
-        raise OcdlError(f"solver.options.hessian: {hessian!r} is not one of {', '.join(HESSIANS)}")
-    formulation = o.get("formulation", "full")
-    if formulation not in FORMULATIONS:
-        raise OcdlError(f"solver.options.formulation: {formulation!r} is not one of {', '.join(FORMULATIONS)}")
-    stages = o.get("stages", "auto")
-    if stages not in STAGES:
-        raise OcdlError(f"solver.options.stages: {stages!r} is not one of {', '.join(STAGES)}")
-    default_iter = problem.solver.iterations if problem.solver.iterations > 0 else 3000
-    max_iter = o.get("max_iter", default_iter)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
-        raise OcdlError(f"solver.options.max_iter: must be an integer ≥ 0, got {max_iter!r}")
-    derivatives = o.get("derivatives", "structured")
-    if derivatives not in ("structured", "casadi"):
-        raise OcdlError(f"solver.options.derivatives: {derivatives!r} is not 'structured' or 'casadi'")
-    jit = o.get("jit", "auto")
-    if jit not in ("auto", True, False):
-        raise OcdlError(f"solver.options.jit: {jit!r} is not 'auto', true or false")
-    extra = o.get("ipopt", {})
-    if not isinstance(extra, dict):
-        raise OcdlError("solver.options.ipopt: must be a table of IPOPT options")
-    start = o.get("start", "initial")
-    if start not in STARTS:
-        raise OcdlError(f"solver.options.start: {start!r} is not one of {', '.join(STARTS)}")
+    from ocdl.engine.casadi import ENGINE
+
+    o = ENGINE.check_options(problem)  # defaults filled in, each value checked
+    if o["max_iter"] is None:
+        o["max_iter"] = problem.solver.iterations if problem.solver.iterations > 0 else 3000
     if problem.solver.name == "sqp":
-        _check_sqp(problem, o, hessian, stages, formulation)
-    if start == "reduced" and (problem.solver.name != "ipopt" or formulation != "full"):
+        _check_sqp(problem, o, o["hessian"], o["stages"], o["formulation"])
+    if o["start"] == "reduced" and (problem.solver.name != "ipopt" or o["formulation"] != "full"):
         raise OcdlError("solver.options.start = 'reduced' starts the full-space IPOPT solve at the reduced NLP's "
                         "solution; it needs --solver ipopt --formulation full")
-    return {"tol": float(tol), "hessian": hessian, "formulation": formulation, "stages": stages,
-            "max_iter": max_iter, "ipopt": dict(extra), "derivatives": derivatives,
-            "jit": jit, "start": start}
+    return {**o, "tol": float(o["tol"]), "ipopt": dict(o["ipopt"])}
 
 
 def _check_sqp(problem, o, hessian, stages, formulation):

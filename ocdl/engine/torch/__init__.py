@@ -84,18 +84,15 @@ class TorchEngine(Engine):
     resumable = True
 
     def check(self, problem, d: int) -> None:
+        from ocdl.errors import OcdlError
+
         tab = problem.tableau
         if problem.has_skip and not tab.explicit:
-            from ocdl.errors import OcdlError
-
             raise OcdlError(f"tableau {tab.name!r} is implicit; the PyTorch engine runs explicit tableaux only "
                             "(use --backend casadi)")
-        opts = self.check_options(problem)
+        self.check_options(problem)
         if problem.solver.name == "lbfgs" and problem.time_steps == "simplex" and "h" in problem.trainable():
-            from ocdl.errors import OcdlError
-
             raise OcdlError("solver 'lbfgs' cannot keep h on the simplex; use gd-armijo, gd-lipschitz or adam")
-        del opts
 
     def memory_estimate(self, problem, d: int, m: int):
         """(bytes, what): 250 MB for torch itself, the parameters with the optimiser's copies of
