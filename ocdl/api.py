@@ -34,6 +34,8 @@ def with_solver(problem, engine: str | None = None, solver: str | None = None,
     starts from that solver's defaults (the problem's options belong to its own solver); else
     ``options`` update the problem's."""
     _check_problem(problem)
+    if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int)):
+        raise OcdlError(f"iterations: expected an integer, got {type(iterations).__name__} {iterations!r}")
     sol = problem.solver
     eng = engines_mod.get(engine if engine is not None else sol.backend)
     name = solver if solver is not None else (sol.name if eng.name == sol.backend else eng.default_solver)
@@ -81,7 +83,7 @@ def initial_params(problem, d: int, init=None) -> dict:
         params0 = problem_mod.init_params(problem, d)
     else:
         from_file = isinstance(init, (str, Path))
-        raw = rundir.load_params(init) if from_file else dict(init)
+        raw = rundir.load_params(init) if from_file else init
         params0 = problem_mod.check_params(problem, raw, d, source=f"initial parameters {init}" if from_file
                                            else "initial parameters")
     if not problem.classifier.trainable:
@@ -120,6 +122,8 @@ def solve(problem, engine: str | None = None, solver: str | None = None, *, init
     problem's ``network.allow_inconsistent``). Bad input, or a problem whose estimated memory
     exceeds what is available, raises :class:`~ocdl.errors.OcdlError` before any work."""
     t0 = time.perf_counter()
+    if log is not None and not callable(log):
+        raise OcdlError(f"log: expected a function of one string (e.g. print), got {type(log).__name__}")
     problem = with_solver(problem, engine, solver, iterations, options)
     if allow_inconsistent:
         problem = problem.replace(network__allow_inconsistent=True)
@@ -144,7 +148,11 @@ def states(problem, params: Mapping[str, np.ndarray], X, engine: str | None = No
     (default: the problem's): an array (N+1, m, d)."""
     _check_problem(problem)
     eng = engines_mod.get(engine or problem.solver.backend)
-    X = data_mod.from_arrays(X, np.zeros(len(X)), "X").X
+    try:
+        n = np.shape(X)[0] if np.ndim(X) else 0
+    except (TypeError, ValueError):  # ragged
+        n = 0
+    X = data_mod.from_arrays(X, np.zeros(n), "X").X
     d = problem.width(X.shape[1])
     return eng.states(problem, problem_mod.check_params(problem, params, d), X)
 

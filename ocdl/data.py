@@ -228,6 +228,4 @@ def from_arrays(X, c, source: str = "data") -> Dataset:
         X, c = np.array(X), np.array(c)
     except (TypeError, ValueError) as e:
         raise OcdlError(f"{source}: not arrays: {e}") from None
-    if X.dtype.kind not in "biuf" or c.dtype.kind not in "biuf":
-        raise OcdlError(f"{source}: features and labels must be numeric, got dtypes {X.dtype} and {c.dtype}")
     return _validate(X, c, source)

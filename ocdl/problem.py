@@ -328,11 +328,13 @@ class Problem:
         test = train if X_test is None else data_mod.from_arrays(X_test, c_test, "X_test, c_test")
         if test.dim != train.dim:
             raise OcdlError(f"X_test: has {test.dim} features but X has {train.dim}")
+        if not isinstance(objective or {}, Mapping):
+            raise OcdlError(f"objective: expected a dict of problem-file keys, got {type(objective).__name__}")
         obj = dict(objective or {})
         if "tikhonov" in obj and not isinstance(obj["tikhonov"], Mapping):
             obj["tikhonov"] = {k: obj["tikhonov"] for k in PARAM_KEYS}
-        raw = {"network": dict(network or {}), "objective": obj, "classifier": dict(classifier or {}),
-               "init": dict(init or {}), "solver": dict(solver or {}), "dtype": dtype, "device": device}
+        raw = {"network": network or {}, "objective": obj, "classifier": classifier or {},
+               "init": init or {}, "solver": solver or {}, "dtype": dtype, "device": device}
         base = from_dict(raw, source="problem")
         return base.replace(data=DataSpec(name="arrays", n=train.n, n_test=test.n, train=train, test=test))
 
@@ -607,11 +609,16 @@ def init_params(problem: Problem, d: int) -> dict[str, np.ndarray]:
 def check_params(problem: Problem, params: Mapping[str, np.ndarray], d: int, source: str = "parameters") -> dict:
     """Validate shapes and finiteness of a parameter set; returns float64 copies."""
     shapes = problem.param_shapes(d)
+    if not isinstance(params, Mapping):
+        raise OcdlError(f"{source}: expected a dict of arrays {', '.join(PARAM_KEYS)}, got {type(params).__name__}")
     out = {}
     for key in PARAM_KEYS:
         if key not in params:
             raise OcdlError(f"{source}: missing key {key!r} (need {', '.join(PARAM_KEYS)})")
-        arr = np.asarray(params[key], dtype=np.float64)
+        try:
+            arr = np.asarray(params[key], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise OcdlError(f"{source}: {key} is not an array of numbers") from None
         if arr.shape != shapes[key]:
             raise OcdlError(f"{source}: {key} has shape {arr.shape}, expected {shapes[key]}")
         if not np.all(np.isfinite(arr)):

@@ -191,3 +191,25 @@ def test_command_line_parser_imports_neither_torch_nor_casadi():
             "print('torch' in sys.modules, 'casadi' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda p, r, X: ocdl.evaluate(p, None), "expected a dict of arrays"),
+    (lambda p, r, X: ocdl.evaluate(p, {**r.params, "K": "abc"}), "K is not an array of numbers"),
+    (lambda p, r, X: ocdl.solve(p, init=[1]), "initial parameters: expected a dict of arrays"),
+    (lambda p, r, X: ocdl.solve(p, iterations="5"), "iterations: expected an integer"),
+    (lambda p, r, X: ocdl.solve(p, iterations=1, log=5), "log: expected a function"),
+    (lambda p, r, X: ocdl.states(p, r.params, 3.0), "features must be a 2-D array"),
+    (lambda p, r, X: ocdl.states(p, r.params, [[1, 2], [3]]), "X: not arrays"),
+    (lambda p, r, X: ocdl.states(p, r.params, np.full((2, 2), np.nan)), "features contain NaN or inf"),
+    (lambda p, r, X: ocdl.states(p, "x", X), "expected a dict of arrays"),
+    (lambda p, r, X: ocdl.Problem.from_arrays(X, np.ones(len(X)) - (X[:, 0] > 0), network="rk"),
+     "network: expected a table"),
+    (lambda p, r, X: ocdl.Problem.from_arrays(X, np.ones(len(X)) - (X[:, 0] > 0), objective="x"),
+     "objective: expected a dict"),
+])
+def test_wrong_types_through_the_api_are_one_line(prob, call, message):
+    r = ocdl.solve(prob, iterations=1)
+    with pytest.raises(ocdl.OcdlError) as e:
+        call(prob, r, prob.data.train.X)
+    assert message in str(e.value) and "\n" not in str(e.value)
