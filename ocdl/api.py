@@ -48,14 +48,14 @@ def with_solver(problem, engine: str | None = None, solver: str | None = None,
         options=opts))
 
 
-def prepare(problem, init=None, *, allow_inconsistent: bool = False):
+def prepare(problem, init=None):
     """(engine, (train, test), params0): the engine, the data and validated initial parameters,
     every check done that can be done before a solve (tableau, width, data, labels, options,
-    memory). An inconsistent tableau (Σ b_i ≠ 1) is refused unless ``allow_inconsistent`` or the
-    problem's ``network.allow_inconsistent``."""
+    memory). An inconsistent tableau (Σ b_i ≠ 1) is refused unless the problem's
+    ``network.allow_inconsistent``."""
     _check_problem(problem)
     engine = engines_mod.get(problem.solver.backend)
-    problem_mod.check_consistent(problem, allow_inconsistent)
+    problem_mod.check_consistent(problem)
     if problem.data.name in data_mod.GENERATORS:  # the size is known before the draw: check it first
         engine.check(problem, problem.width(2))
         engine.check_memory(problem, problem.width(2), problem.data.n)
