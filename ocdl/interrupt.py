@@ -1,5 +1,6 @@
-"""Ctrl-C handling: a request to stop (:class:`StopOnSigint`) and a held-back Ctrl-C
-(:class:`DeferSigint`).
+"""Ctrl-C handling: a request to stop (:class:`StopOnSigint`), a held-back Ctrl-C
+(:class:`DeferSigint`) and a Ctrl-C that compiled code cannot turn into another error
+(:class:`SigintWins`).
 
 :class:`StopOnSigint`, for solvers that run inside compiled code (IPOPT, CasADi): inside
 ``with StopOnSigint() as stop:`` a SIGINT sets ``stop.requested`` instead of raising
@@ -73,4 +74,50 @@ class DeferSigint:
                 previous(signal.SIGINT, None)
             elif previous == signal.SIG_DFL:
                 raise KeyboardInterrupt
+        return False
+
+
+class SigintWins:
+    """A Ctrl-C inside the block ends it as KeyboardInterrupt, whatever compiled code makes of it.
+
+    Compiled code that calls back into Python (matplotlib's Agg renderer reads a bounding box
+    through ``Bbox.__array__``) can catch the KeyboardInterrupt raised there and report its own
+    error instead ("ValueError: Invalid bounding box"). Inside the block a SIGINT goes to the
+    previous handler as usual; if that raised KeyboardInterrupt, any other exception leaving the
+    block, or none at all, is replaced by KeyboardInterrupt. Outside the main thread it does
+    nothing.
+    """
+
+    def __init__(self):
+        self.raised = False
+        self._previous = None
+        self._active = False
+
+    def _handler(self, signum, frame):
+        previous = self._previous
+        try:
+            if callable(previous):
+                previous(signum, frame)
+            elif previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            self.raised = True
+            raise
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            if self._previous is None:  # a handler not installed from Python: Python's own is the best guess
+                self._previous = signal.default_int_handler
+            self._active = True
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if not self._active:
+            return False
+        self._active = False
+        signal.signal(signal.SIGINT, self._previous)
+        self._previous = None
+        if self.raised and not (exc_type is not None and issubclass(exc_type, KeyboardInterrupt)):
+            raise KeyboardInterrupt from None
         return False

@@ -77,9 +77,13 @@ def write_npz(path: Path, arrays: dict) -> None:
 
 
 def save_figure(fig, path: Path, **kw) -> None:
-    """Save a matplotlib figure atomically (format from the suffix)."""
+    """Save a matplotlib figure atomically (format from the suffix); a Ctrl-C while it is drawn
+    stays a KeyboardInterrupt (matplotlib's renderer can turn it into a ValueError)."""
+    from .interrupt import SigintWins
+
     buf = io.BytesIO()
-    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **kw)
+    with SigintWins():
+        fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **kw)
     atomic_write(path, buf.getvalue())
 
 

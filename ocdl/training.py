@@ -15,7 +15,7 @@ from ocdl import api, rundir
 from ocdl.engine import base as engines
 from ocdl.engine.base import RunContext
 from ocdl.errors import OcdlError
-from ocdl.interrupt import DeferSigint
+from ocdl.interrupt import DeferSigint, SigintWins
 from ocdl.result import SolveResult
 
 
@@ -146,10 +146,11 @@ def train(
                     res, "unfinished", f"{status}: {res.message}; the final evaluation is not written "
                                        "(ocdl train --resume completes it)")})
         try:
-            result = api.finish(problem, engine, res, data, time.perf_counter() - t0, evaluator)
-            metrics = full_metrics(res, result, status, res.message)
-            if out is not None:
-                write(res, metrics, with_figures=figures)
+            with SigintWins():  # a Ctrl-C inside CasADi's or matplotlib's compiled code stays a Ctrl-C
+                result = api.finish(problem, engine, res, data, time.perf_counter() - t0, evaluator)
+                metrics = full_metrics(res, result, status, res.message)
+                if out is not None:
+                    write(res, metrics, with_figures=figures)
         except KeyboardInterrupt:
             if log and out is not None:
                 log(f"interrupted: {out} holds iteration {res.metrics.get('iterations', 0)} without its final "

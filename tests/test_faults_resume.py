@@ -23,7 +23,7 @@ import pytest
 from ocdl import rundir, training
 from ocdl.cli import main as _main
 from ocdl.errors import OcdlError
-from ocdl.interrupt import DeferSigint
+from ocdl.interrupt import DeferSigint, StopOnSigint
 
 SMALL = ["--data", "spiral", "--n", "60", "--layers", "4", "--tableau", "rk4"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -70,6 +70,44 @@ def test_defer_sigint_holds_a_ctrl_c_to_the_end_of_the_block():
     with DeferSigint() as d:
         pass
     assert not d.pending
+
+
+def test_a_ctrl_c_while_a_figure_is_drawn_stays_an_interrupt(tmp_path, monkeypatch):
+    """A SIGINT that lands in Python code called from matplotlib's compiled renderer (here
+    Bbox.__array__) is caught there and reported as "ValueError: Invalid bounding box"; drawn by
+    save_figure it ends as KeyboardInterrupt and writes nothing. Under StopOnSigint (a flag only)
+    the figure is written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.transforms as mtransforms
+
+    original = mtransforms.BboxBase.__array__
+    calls = []
+
+    def array(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    def figure():
+        calls.clear()
+        fig, ax = plt.subplots()
+        x = np.linspace(-1, 1, 20)
+        ax.contourf(x, x, np.outer(x, x))
+        return fig
+
+    monkeypatch.setattr(mtransforms.BboxBase, "__array__", array)
+    with pytest.raises(KeyboardInterrupt):
+        rundir.save_figure(figure(), tmp_path / "a.png")
+    assert not (tmp_path / "a.png").exists() and calls
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with StopOnSigint() as stop:
+        rundir.save_figure(figure(), tmp_path / "b.png")
+    assert stop.requested and (tmp_path / "b.png").stat().st_size > 0
+    plt.close("all")
 
 
 def test_an_interrupted_iteration_is_discarded_whole(monkeypatch):
