@@ -8,11 +8,19 @@ PyTorch and CasADi evaluate the *same* expression. ``monotone`` says whether σ 
     relu        σ = max(x, 0)                   σ' = [x > 0]
     leaky-relu  σ = max(x, 0) + 0.01 min(x, 0)  σ' = 0.01 + 0.99 [x > 0]
     softplus    σ = max(x, 0) + log1p(e^{−|x|}) σ' = S(x)            (stable for all x)
-    sigmoid     σ = S(x) = ½(1 + tanh(x/2))     σ' = S(x)(1 − S(x))  (stable for all x)
+    sigmoid     σ = S(x) = 1/(1 + e^{−x})       σ' = S(x)(1 − S(x))  (relatively accurate for all x)
     hardtanh    σ = min(max(x, −1), 1)          σ' = [|x| < 1]
     identity    σ = x                           σ' = 1
     sin         σ = sin x                       σ' = cos x           (not monotone)
     xtanh       σ = x tanh x                    σ' = tanh x + x(1 − tanh² x)  (not monotone)
+
+The logistic S (the sigmoid σ, and softplus' σ') is computed as in :mod:`ocdl.loss`, relatively
+accurate for all x: with u = e^{−|x|} ∈ (0, 1], S(x) = 1/(1 + u) for x ≥ 0 and u/(1 + u) for x < 0,
+and σ'(x) = S(1 − S) = u/(1 + u)² (no cancellation, no overflow; ½(1 + tanh(x/2)) had only
+absolute accuracy: S(−20) to 9e-9 relatively, S = 0 below x = −38). The split at x = 0 is one
+``xp.where`` per quantity, so that autograd and CasADi's AD differentiate one smooth branch there.
+``dsigma_s`` (σ' through s = S(x), used where cheaper) is s(1 − s): relatively accurate for x ≤ 0,
+absolutely (to round-off of 1) for x > 0, where 1 − s cancels.
 """
 
 from __future__ import annotations
@@ -35,8 +43,24 @@ class Activation:
     dsigma_s: Callable | None = None  # σ' written through s = σ(x), where cheaper (tanh, sigmoid)
 
 
+def _sig_parts(x, xp):
+    """(u, p): u = e^{−|x|} ∈ (0, 1] and p = 1 (x ≥ 0) or u (x < 0), so that S(x) = p/(1 + u)."""
+    pos = x >= 0
+    u = xp.exp(xp.where(pos, -x, x))
+    return u, xp.where(pos, 1.0, u)
+
+
 def _sig(x, xp):
-    return 0.5 * (1.0 + xp.tanh(0.5 * x))
+    """S(x) = 1/(1 + e^{−x}) = e^{−max(−x, 0)}/(1 + e^{−|x|}), relatively accurate for all x."""
+    u, p = _sig_parts(x, xp)
+    return p / (1.0 + u)
+
+
+def _dsig(x, xp):
+    """S'(x) = S(x)(1 − S(x)) = e^{−|x|}/(1 + e^{−|x|})², relatively accurate for all x."""
+    u, _ = _sig_parts(x, xp)
+    d = 1.0 + u
+    return u / (d * d)
 
 
 ACTIVATIONS: dict[str, Activation] = {
@@ -60,7 +84,7 @@ ACTIVATIONS: dict[str, Activation] = {
             True,
             1.0,
         ),
-        Activation("sigmoid", _sig, lambda x, xp: _sig(x, xp) * (1.0 - _sig(x, xp)), True, 0.25, lambda s: s * (1.0 - s)),
+        Activation("sigmoid", _sig, _dsig, True, 0.25, lambda s: s * (1.0 - s)),
         Activation(
             "hardtanh",
             lambda x, xp: xp.clip(x, -1.0, 1.0),
