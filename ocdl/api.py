@@ -64,30 +64,32 @@ def prepare(problem, init=None):
     if d < train.dim:
         raise OcdlError(f"network.width {d} is smaller than the data dimension {train.dim}")
     if train.n < 2:
-        raise OcdlError(f"data: the training set holds {train.n} sample; training needs at least 2, of both "
-                        "classes 0 and 1")
-    if len(np.unique(train.c)) < 2:
-        raise OcdlError(f"data: the training labels hold one class only ({train.c[0]:g}); training needs both 0 and 1")
+        raise OcdlError(f"data: the training set holds {train.n} sample; training needs at least 2, of at least "
+                        "two classes")
+    K = problem_mod.classes(problem, train)
+    if test.n and test.classes > K:
+        raise OcdlError(f"data: test label {test.classes - 1} is outside the training classes 0 … {K - 1}")
     engine.check(problem, d)
     engine.check_memory(problem, d, train.n)
-    params0 = initial_params(problem, d, init)
+    params0 = initial_params(problem, d, init, K)
     return engine, (train, test), params0
 
 
-def initial_params(problem, d: int, init=None) -> dict:
-    """The seeded initial parameters, or ``init`` (a dict of arrays, a run directory, a .npz)
-    checked against the problem's shapes; a fixed classifier keeps the problem's W, μ."""
+def initial_params(problem, d: int, init=None, K: int = 2) -> dict:
+    """The seeded initial parameters for width d and K classes, or ``init`` (a dict of arrays, a
+    run directory, a .npz) checked against the problem's shapes; a fixed classifier keeps the
+    problem's W, μ."""
     from ocdl import rundir
 
     if init is None:
-        params0 = problem_mod.init_params(problem, d)
+        params0 = problem_mod.init_params(problem, d, K)
     else:
         from_file = isinstance(init, (str, Path))
         raw = rundir.load_params(init) if from_file else init
         params0 = problem_mod.check_params(problem, raw, d, source=f"initial parameters {init}" if from_file
-                                           else "initial parameters")
+                                           else "initial parameters", K=K)
     if not problem.classifier.trainable:
-        ref = problem_mod.init_params(problem, d)
+        ref = problem_mod.init_params(problem, d, K)
         params0["W"], params0["mu"] = ref["W"], ref["mu"]
     return params0
 
@@ -139,7 +141,7 @@ def evaluate(problem, params: Mapping[str, np.ndarray], engine: str | None = Non
     eng = engines_mod.get(engine or problem.solver.backend)
     train, test = data_mod.make(problem.data)
     d = problem.width(train.dim)
-    prm = problem_mod.check_params(problem, params, d)
+    prm = problem_mod.check_params(problem, params, d, K=problem_mod.classes(problem, train))
     return eng.evaluate(problem, prm, (train, test))
 
 

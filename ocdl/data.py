@@ -1,4 +1,6 @@
-"""Seeded two-class data sets of the paper, and loading a user's CSV/NPZ.
+"""Seeded two-class data sets of the paper, images (:mod:`ocdl.images`), and loading a user's CSV/NPZ.
+
+Labels are the class numbers 0, …, K−1 (float64); K = 2 for the paper's data sets.
 
 Labels are fixed first, then Gaussian noise is added to the points. Train and test sets are two
 independent draws (seeds spawned from one ``numpy.random.SeedSequence``).
@@ -28,7 +30,7 @@ DEFAULT_NOISE = {"donut1d": 0.1, "donut2d": 0.1, "spiral": 0.05, "squares": 0.1}
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Points ``X`` (n, dim) and labels ``c`` (n,) in {0, 1}, float64; equal when the arrays are."""
+    """Points ``X`` (n, dim) and labels ``c`` (n,) in {0, …, K−1}, float64; equal when the arrays are."""
 
     X: np.ndarray
     c: np.ndarray
@@ -47,6 +49,11 @@ class Dataset:
     @property
     def dim(self) -> int:
         return self.X.shape[1]
+
+    @property
+    def classes(self) -> int:
+        """K = 1 + the largest label (at least 2)."""
+        return max(2, int(self.c.max()) + 1) if self.c.size else 2
 
 
 def _draw_weighted(rng, points, weights, k):
@@ -129,9 +136,9 @@ def _validate(X, c, source):
     c = c.astype(np.float64)
     if not np.all(np.isfinite(X)):
         raise OcdlError(f"{source}: features contain NaN or inf")
-    if not np.all(np.isin(c, (0.0, 1.0))):
-        bad = c[~np.isin(c, (0.0, 1.0))][0]
-        raise OcdlError(f"{source}: labels must be 0 or 1, found {float(bad)!r}")
+    bad = ~((c >= 0) & (c == np.round(c)) & np.isfinite(c))
+    if np.any(bad):
+        raise OcdlError(f"{source}: labels must be the class numbers 0, 1, …, K−1, found {float(c[bad][0])!r}")
     return Dataset(np.ascontiguousarray(X), c)
 
 
@@ -139,14 +146,14 @@ _NPZ_KEYS = (("X", "c"), ("x", "y"), ("X", "y"), ("features", "labels"))
 
 
 def load_file(path: str | Path) -> Dataset:
-    """Load features and 0/1 labels from a user's file (the format of ``docs/commands/train.md``):
+    """Load features and labels 0 … K−1 from a user's file (the format of ``docs/commands/train.md``):
 
     ``.npz``  arrays ``X`` (n × dim) and ``c`` (n,), or ``x``/``y``, ``X``/``y``,
               ``features``/``labels``; no pickled objects
-    ``.csv``  comma-separated numbers, one sample a line, the last column the label (0 or 1); one
+    ``.csv``  comma-separated numbers, one sample a line, the last column the label (0 … K−1); one
               header line (the first, not numeric) is skipped; blank lines are ignored
 
-    Every fault (missing, unreadable or binary file, bad rows, NaN, labels other than 0/1) raises
+    Every fault (missing, unreadable or binary file, bad rows, NaN, labels other than 0 … K−1) raises
     :class:`OcdlError` naming the file."""
     p = Path(path)
     where = f"data file {str(p)!r}"
@@ -223,7 +230,7 @@ def lift(X: np.ndarray, d: int) -> np.ndarray:
 
 def from_arrays(X, c, source: str = "data") -> Dataset:
     """A :class:`Dataset` from a user's arrays, checked as a data file is: X (n × dim) finite
-    numbers, c (n,) labels 0 or 1."""
+    numbers, c (n,) labels 0 … K−1."""
     try:
         X, c = np.array(X), np.array(c)
     except (TypeError, ValueError) as e:

@@ -1,4 +1,7 @@
-"""Losses on the classifier output z = W y^[N] + μ, with the logistic hypothesis S.
+"""Losses on the classifier output z = W y^[N] + μ: the logistic hypothesis S for two classes,
+the softmax for K ≥ 3.
+
+Two classes (z ∈ R per sample, label c ∈ {0, 1}):
 
     S(z)      = 1/(1 + e^{−z}) = e^{−max(−z, 0)} / (1 + e^{−|z|})
     1 − S(z)  = S(−z) = e^{−max(z, 0)} / (1 + e^{−|z|}),   S(1 − S) = e^{−|z|} / (1 + e^{−|z|})²
@@ -14,8 +17,20 @@ absolutely: S(−20) to 9e-9 relatively, S(z) = 0 below z = −38). The formulas
 by ``xp.where`` — each piece from the branch z ≥ 0 or z < 0 as a whole — so that autograd and
 CasADi's AD differentiate one branch there (max and |·| separately would give ∂/∂z = 0 at z = 0).
 
+K ≥ 3 classes (z ∈ R^K per sample, the label as its one-hot vector e = e_c), with k* the first
+index of max z, a = z − z_{k*} ≤ 0 and t = Σ_{k ≠ k*} e^{a_k} ≥ 0 (so Σ_k e^{a_k} = 1 + t exactly):
+
+    softmax(z) = s = e^a / (1 + t),    logsumexp(z) = z_{k*} + log1p(t)
+    cross-entropy: ℓ(z, e) = −log s_c = log1p(t) − ⟨e, a⟩,   ∂ℓ/∂z = r = s − e = ((e^a − e) − e t)/(1 + t)
+    squared:       ℓ(z, e) = ½ ‖s − e‖² = ½ ‖r‖²,            ∂ℓ/∂z = s ⊙ (r − ⟨s, r⟩)
+
+(the stable log-softmax: no exponential overflows, and log1p(t) and the residual r of the winning
+class, −t/(1 + t), keep their relative accuracy when t is below round-off). "logistic" and
+"cross-entropy" name the same loss (the two-class cross-entropy is the logistic loss).
+
 E_loss = Σ_n ℓ(z_n, c_n), divided by n when ``mean``. Written once against an array namespace
-``xp`` (:mod:`ocdl.xp`) so that every engine evaluates the same expression.
+``xp`` (:mod:`ocdl.xp`) so that every engine evaluates the same expression; for K classes the
+samples are the columns of z (K × m) and of the one-hot targets (axis 0 the classes).
 """
 
 from __future__ import annotations
@@ -75,24 +90,81 @@ def _dlogistic(z, c, xp):
     return _residual(z, c, xp)[0]
 
 
-LOSSES = {"squared": (_squared, _dsquared), "logistic": (_logistic, _dlogistic)}
-"""The losses by name (``objective.loss``): (ℓ(z, c, xp), ∂ℓ/∂z(z, c, xp)), elementwise, written
-against an array namespace so that every engine evaluates the same expression."""
+def _softmax_parts(z, xp):
+    """(a, t): a = z − z_{k*} ≤ 0 (k* the first maximum along axis 0, a_{k*} = 0 exactly) and
+    t = Σ_{k ≠ k*} e^{a_k}, so that Σ_k e^{a_k} = 1 + t."""
+    mask = xp.argmax_mask(z)
+    a = z - xp.sum0(mask * z)
+    return a, xp.sum0((1.0 - mask) * xp.exp(a))
 
 
-def _get(kind: str):
+def softmax(z, xp):
+    """softmax(z) = e^a / (1 + t) along axis 0 (the classes)."""
+    a, t = _softmax_parts(z, xp)
+    return xp.exp(a) / (1.0 + t)
+
+
+def _residual_k(z, e, xp):
+    """(r, s): r = softmax(z) − e = ((e^a − e) − e t)/(1 + t), s = softmax(z)."""
+    a, t = _softmax_parts(z, xp)
+    ea, d = xp.exp(a), 1.0 + t
+    return ((ea - e) - e * t) / d, ea / d
+
+
+def _cross_entropy_k(z, e, xp):
+    """−log softmax(z)_c = log1p(t) − ⟨e, a⟩ (per sample)."""
+    a, t = _softmax_parts(z, xp)
+    return xp.log1p(t) - xp.sum0(e * a)
+
+
+def _dcross_entropy_k(z, e, xp):
+    """softmax(z) − e."""
+    return _residual_k(z, e, xp)[0]
+
+
+def _squared_k(z, e, xp):
+    """½ ‖softmax(z) − e‖² (per sample)."""
+    r, _ = _residual_k(z, e, xp)
+    return 0.5 * xp.sum0(r * r)
+
+
+def _dsquared_k(z, e, xp):
+    """s ⊙ (r − ⟨s, r⟩), r = s − e: the softmax Jacobian (diag s − s sᵀ) applied to r."""
+    r, s = _residual_k(z, e, xp)
+    return s * (r - xp.sum0(s * r))
+
+
+LOSSES = {"squared": (_squared, _dsquared), "logistic": (_logistic, _dlogistic),
+          "cross-entropy": (_logistic, _dlogistic)}
+"""The two-class losses by name (``objective.loss``): (ℓ(z, c, xp), ∂ℓ/∂z(z, c, xp)),
+elementwise, written against an array namespace so that every engine evaluates the same
+expression."""
+
+LOSSES_K = {"squared": (_squared_k, _dsquared_k), "logistic": (_cross_entropy_k, _dcross_entropy_k),
+            "cross-entropy": (_cross_entropy_k, _dcross_entropy_k)}
+"""The same losses for K ≥ 3 classes, on z and one-hot targets with the classes along axis 0:
+(ℓ per sample, ∂ℓ/∂z of z's shape)."""
+
+
+def _get(kind: str, classes: int = 2):
     if kind not in LOSSES:
         from ocdl.errors import OcdlError
 
         raise OcdlError(f"objective.loss: {kind!r} is not one of {', '.join(LOSSES)}")
-    return LOSSES[kind]
+    return (LOSSES if classes == 2 else LOSSES_K)[kind]
 
 
-def pointwise(kind: str, z, c, xp):
-    """ℓ(z, c) elementwise."""
-    return _get(kind)[0](z, c, xp)
+def pointwise(kind: str, z, c, xp, classes: int = 2):
+    """ℓ(z, c) per sample: elementwise for two classes; for K ≥ 3, z and the one-hot c with the
+    classes along axis 0."""
+    return _get(kind, classes)[0](z, c, xp)
 
 
-def dpointwise(kind: str, z, c, xp):
-    """∂ℓ/∂z elementwise."""
-    return _get(kind)[1](z, c, xp)
+def dpointwise(kind: str, z, c, xp, classes: int = 2):
+    """∂ℓ/∂z (z's shape)."""
+    return _get(kind, classes)[1](z, c, xp)
+
+
+def hypothesis(z, xp, classes: int = 2):
+    """The predicted class probabilities: S(z) (of class 1) for two classes, softmax(z) for K."""
+    return sigmoid(z, xp) if classes == 2 else softmax(z, xp)

@@ -20,15 +20,22 @@ The paper's networks are presets of these (``family``):
     rk              any tableau, fixed steps (the default)   odenet   Euler, learned steps
     odenet-simplex  Euler, simplex steps                     monotone the −Kᵀσ field, any tableau
 
-The objective is
+The objective is E = Σ_n loss(W y_n^[N] + μ, c_n) [/ n if mean] + R (:mod:`ocdl.loss`). For two
+classes (labels c ∈ {0, 1}) W ∈ R^d, μ ∈ R and the hypothesis is the logistic S(z) = 1/(1+e^{−z}):
 
-    E = Σ_n loss(W y_n^[N] + μ, c_n) [/ n if mean] + R,
-    squared:  loss(z, c) = ½ (S(z) − c)²,   S(z) = 1/(1+e^{−z}) (the logistic hypothesis)
-    logistic: loss(z, c) = log(1 + e^z) − c z   (cross-entropy, computed stably)
+    squared:  loss(z, c) = ½ (S(z) − c)²
+    logistic (= cross-entropy): loss(z, c) = log(1 + e^z) − c z   (computed stably)
+
+For K ≥ 3 classes (labels c ∈ {0, …, K−1}, one-hot e_c) W ∈ R^{K×d}, μ ∈ R^K and the hypothesis
+is softmax(z)_k = e^{z_k} / Σ_l e^{z_l}:
+
+    squared:  loss(z, c) = ½ ‖softmax(z) − e_c‖²
+    logistic (= cross-entropy): loss(z, c) = −log softmax(z)_c = logsumexp(z) − z_c
+
     R = Σ_{θ∈{K,β,W,μ,h}} (α_θ/2) ‖θ‖² + (α_s/2) Σ_j ‖u_{j+1} − u_j‖² / h̄,   h̄ = T/N.
 
 Parameter arrays (column convention y ← y + h σ(K y + β)): ``K`` (N, d, d) or (N, s, d, d),
-``beta`` (N, d) or (N, s, d), ``W`` (d,), ``mu`` (), ``h`` (N,).
+``beta`` (N, d) or (N, s, d), ``W`` (d,) or (K, d), ``mu`` () or (K,), ``h`` (N,).
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ TIME_STEPS = ("fixed", "learned", "simplex")
 LAYERS = ("rk", "plain")
 LOSSES = tuple(loss_mod.LOSSES)  # the built-in losses (validation reads the live table)
 PARAM_KEYS = ("K", "beta", "W", "mu", "h")
-DATASETS = ("donut1d", "donut2d", "spiral", "squares", "file", "arrays")
+DATASETS = ("donut1d", "donut2d", "spiral", "squares", "digits", "mnist", "file", "arrays")
 
 
 @dataclass(frozen=True)
@@ -81,9 +88,10 @@ FAMILIES = tuple(PRESETS)
 class DataSpec:
     """A data set: one of :data:`DATASETS`; ``n`` training and ``n_test`` test samples (two
     independent draws), Gaussian ``noise`` (None: the data set's default), ``seed``; for
-    ``name = "file"`` a CSV/NPZ ``path`` (and optional ``test_path``); for ``name = "arrays"``
-    the in-memory :class:`ocdl.data.Dataset` ``train`` (and ``test``) of
-    :meth:`Problem.from_arrays`."""
+    ``name = "file"`` a CSV/NPZ ``path`` (and optional ``test_path``); for the images
+    (``digits``, ``mnist``, :mod:`ocdl.images`) ``n_per_class`` training images per class (None:
+    all), ``path`` the folder of MNIST's IDX files; for ``name = "arrays"`` the in-memory
+    :class:`ocdl.data.Dataset` ``train`` (and ``test``) of :meth:`Problem.from_arrays`."""
 
     name: str = "spiral"
     n: int = 1000
@@ -92,6 +100,7 @@ class DataSpec:
     seed: int = 0
     path: str | None = None
     test_path: str | None = None
+    n_per_class: int | None = None
     train: Any = field(default=None, repr=False)
     test: Any = field(default=None, repr=False)
 
@@ -121,12 +130,15 @@ class NetworkSpec:
 
 @dataclass(frozen=True)
 class ClassifierSpec:
-    """Classifier W, μ. ``trainable = False`` fixes them; ``W``/``mu`` set their (initial)
-    values (None: drawn by the init rule)."""
+    """Classifier W, μ. ``classes``: K (None: the training labels', 1 + the largest); two classes
+    have the logistic hypothesis (W ∈ R^d), more the softmax (W ∈ R^{K×d}). ``trainable = False``
+    fixes W, μ; ``W``/``mu`` set their (initial) values for two classes (None: drawn by the init
+    rule)."""
 
     trainable: bool = True
     W: tuple | None = None
     mu: float | None = None
+    classes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -255,11 +267,13 @@ class Problem:
             keys.append("h")
         return tuple(keys)
 
-    def param_shapes(self, d: int) -> dict[str, tuple]:
+    def param_shapes(self, d: int, K: int = 2) -> dict[str, tuple]:
+        """The parameter shapes for width d and K classes (W (d,), μ () for two)."""
         N, s = self.N, self.n_stages
+        W, mu = ((d,), ()) if K == 2 else ((K, d), (K,))
         if self.per_stage and self.has_skip:
-            return {"K": (N, s, d, d), "beta": (N, s, d), "W": (d,), "mu": (), "h": (N,)}
-        return {"K": (N, d, d), "beta": (N, d), "W": (d,), "mu": (), "h": (N,)}
+            return {"K": (N, s, d, d), "beta": (N, s, d), "W": W, "mu": mu, "h": (N,)}
+        return {"K": (N, d, d), "beta": (N, d), "W": W, "mu": mu, "h": (N,)}
 
     def tikhonov(self) -> dict[str, float]:
         w = {k: 0.0 for k in PARAM_KEYS}
@@ -311,8 +325,8 @@ class Problem:
                     objective: Mapping | None = None, classifier: Mapping | None = None,
                     init: Mapping | None = None, solver: Mapping | None = None,
                     dtype: str = "float64", device: str = "cpu") -> "Problem":
-        """A problem on a user's own data: ``X`` (n×dim finite floats) and labels ``c`` (n, 0/1,
-        both classes present), optional test arrays (default: the training set). The sections
+        """A problem on a user's own data: ``X`` (n×dim finite floats) and labels ``c`` (n, the
+        class numbers 0 … K−1, each present), optional test arrays (default: the training set). The sections
         are plain dicts of the problem-file keys; ``network.tableau`` may be a
         :class:`~ocdl.tableau.Tableau`; ``objective.tikhonov`` a number (every parameter) or a
         dict. Bad input raises :class:`OcdlError` with one line."""
@@ -321,8 +335,6 @@ class Problem:
         train = data_mod.from_arrays(X, c, "X, c")
         if train.n < 2:
             raise OcdlError(f"X, c: need at least 2 samples, got {train.n}")
-        if len(np.unique(train.c)) < 2:
-            raise OcdlError(f"X, c: the labels hold one class only ({train.c[0]:g}); training needs both 0 and 1")
         if (X_test is None) != (c_test is None):
             raise OcdlError("X_test, c_test: give both or neither")
         test = train if X_test is None else data_mod.from_arrays(X_test, c_test, "X_test, c_test")
@@ -336,7 +348,9 @@ class Problem:
         raw = {"network": network or {}, "objective": obj, "classifier": classifier or {},
                "init": init or {}, "solver": solver or {}, "dtype": dtype, "device": device}
         base = from_dict(raw, source="problem")
-        return base.replace(data=DataSpec(name="arrays", n=train.n, n_test=test.n, train=train, test=test))
+        prob = base.replace(data=DataSpec(name="arrays", n=train.n, n_test=test.n, train=train, test=test))
+        classes(prob, train)
+        return prob
 
 
 _SECTIONS = {
@@ -399,13 +413,14 @@ def _check_type(val, typ, key, source):
 
 
 _FIELD_TYPES = {
-    "data": {"name": str, "n": int, "n_test": int, "noise": float, "seed": int, "path": str, "test_path": str},
+    "data": {"name": str, "n": int, "n_test": int, "noise": float, "seed": int, "path": str, "test_path": str,
+             "n_per_class": int},
     "network": {
         "family": str, "tableau": "tableau", "layers": int, "h": float, "T": float, "width": int,
         "activation": str, "controls": str, "time_steps": str, "field": str, "layer": str,
         "allow_inconsistent": bool,
     },
-    "classifier": {"trainable": bool, "W": tuple, "mu": float},
+    "classifier": {"trainable": bool, "W": tuple, "mu": float, "classes": int},
     "objective": {"loss": str, "mean": bool, "tikhonov": dict, "smooth": float},
     "init": {"K": str, "scale_K": float, "beta": str, "W": str, "mu": str, "seed": int},
     "solver": {"backend": str, "name": str, "iterations": int, "options": dict},
@@ -481,6 +496,8 @@ def validate(p: Problem) -> None:
         raise OcdlError(f"data.noise: must be a finite number ≥ 0, got {data.noise}")
     if data.name == "file" and not data.path:
         raise OcdlError("data.path: required when data.name = 'file'")
+    if data.n_per_class is not None and data.n_per_class < 1:
+        raise OcdlError(f"data.n_per_class: must be ≥ 1, got {data.n_per_class}")
     if data.name == "arrays" and data.train is None:
         raise OcdlError("data: name 'arrays' holds in-memory data; build it with Problem.from_arrays")
     _choice(net.family, FAMILIES, "network.family")
@@ -521,6 +538,11 @@ def validate(p: Problem) -> None:
         raise OcdlError(f"classifier.W: has {len(cl.W)} entries but the width is {net.width}")
     if cl.mu is not None and not np.isfinite(cl.mu):
         raise OcdlError("classifier.mu: must be finite")
+    if cl.classes is not None and cl.classes < 2:
+        raise OcdlError(f"classifier.classes: K must be ≥ 2, got {cl.classes}")
+    if cl.classes is not None and cl.classes > 2 and (cl.W is not None or cl.mu is not None):
+        raise OcdlError("classifier.W, classifier.mu: set them for two classes only (K-class W, μ come from "
+                        "the init rule or --init)")
     from ocdl.engine import base as engines  # light: the engines' declarations only
 
     engines.get(sol.backend).check_solver(sol.name)
@@ -579,23 +601,53 @@ def _check_network_choices(net: NetworkSpec) -> None:
                         else "network: plain layers have no stages; use controls 'per-layer'")
 
 
-def init_params(problem: Problem, d: int) -> dict[str, np.ndarray]:
+def classes(problem: Problem, train) -> int:
+    """K for ``problem`` on the training set ``train`` (a :class:`ocdl.data.Dataset`):
+    ``classifier.classes``, else 1 + the largest label. Refused with one line: labels outside
+    0 … K−1, K larger than the labels' classes, a class without training samples (one class only)."""
+    labels = np.unique(train.c)
+    K_data = train.classes
+    K = problem.classifier.classes or K_data
+    if K_data > K:
+        raise OcdlError(f"data: label {K_data - 1:g} is outside 0 … {K - 1} (classifier.classes = {K})")
+    if K > K_data:
+        raise OcdlError(f"classifier.classes: K = {K} is larger than the {K_data} classes of the training labels "
+                        f"(0 … {K_data - 1})")
+    if len(labels) < 2:
+        raise OcdlError(f"data: the training labels hold one class only ({train.c[0]:g}); training needs at least two")
+    if len(labels) < K:
+        missing = sorted(set(range(K)) - {int(v) for v in labels})
+        raise OcdlError(f"data: the training labels have no sample of class {', '.join(map(str, missing[:5]))}"
+                        f"{' …' if len(missing) > 5 else ''} (labels are 0 … {K - 1}; every class needs samples)")
+    return K
+
+
+def dims(params: Mapping) -> tuple[int, int]:
+    """(d, K) of a parameter set: the width d and the number of classes K (2 when W is a vector)."""
+    W = np.shape(params["W"])
+    return (int(W[-1]), 2 if len(W) == 1 else int(W[0]))
+
+
+def init_params(problem: Problem, d: int, K: int = 2) -> dict[str, np.ndarray]:
     """Seeded initial parameters (float64 NumPy arrays) — the same numbers for every engine.
 
-    Draw order (fixed): K, β, W, μ from ``numpy.random.default_rng(init.seed)``."""
+    Draw order (fixed): K, β, W, μ from ``numpy.random.default_rng(init.seed)``; for K classes
+    W ∈ R^{K×d} and μ ∈ R^K are drawn by the same rules."""
     rng = np.random.default_rng(problem.init.seed)
-    shapes = problem.param_shapes(d)
+    shapes = problem.param_shapes(d, K)
     ini = problem.init
-    K = rng.standard_normal(shapes["K"]) * ini.scale_K if ini.K == "normal" else np.zeros(shapes["K"])
+    K_ = rng.standard_normal(shapes["K"]) * ini.scale_K if ini.K == "normal" else np.zeros(shapes["K"])
     beta = rng.standard_normal(shapes["beta"]) if ini.beta == "normal" else np.zeros(shapes["beta"])
-    W = rng.standard_normal(d) if ini.W == "normal" else np.zeros(d)
+    W = rng.standard_normal(shapes["W"]) if ini.W == "normal" else np.zeros(shapes["W"])
     if ini.mu == "uniform":
-        mu = np.array(rng.uniform(0.0, 1.0))
+        mu = np.array(rng.uniform(0.0, 1.0, shapes["mu"] or None))
     elif ini.mu == "normal":
-        mu = np.array(rng.standard_normal())
+        mu = np.array(rng.standard_normal(shapes["mu"] or None))
     else:
-        mu = np.array(0.0)
+        mu = np.zeros(shapes["mu"])
     cl = problem.classifier
+    if K != 2 and (cl.W is not None or cl.mu is not None):
+        raise OcdlError(f"classifier.W, classifier.mu: set them for two classes only (the data have {K})")
     if cl.W is not None:
         if len(cl.W) != d:
             raise OcdlError(f"classifier.W: has {len(cl.W)} entries but the width is {d}")
@@ -603,14 +655,18 @@ def init_params(problem: Problem, d: int) -> dict[str, np.ndarray]:
     if cl.mu is not None:
         mu = np.array(float(cl.mu))
     h = np.full(problem.N, problem.h)
-    return {"K": K, "beta": beta, "W": W, "mu": mu, "h": h}
+    return {"K": K_, "beta": beta, "W": W, "mu": mu, "h": h}
 
 
-def check_params(problem: Problem, params: Mapping[str, np.ndarray], d: int, source: str = "parameters") -> dict:
-    """Validate shapes and finiteness of a parameter set; returns float64 copies."""
-    shapes = problem.param_shapes(d)
+def check_params(problem: Problem, params: Mapping[str, np.ndarray], d: int, source: str = "parameters",
+                 K: int | None = None) -> dict:
+    """Validate shapes and finiteness of a parameter set for width d and K classes (None: those
+    of the given W); returns float64 copies."""
     if not isinstance(params, Mapping):
         raise OcdlError(f"{source}: expected a dict of arrays {', '.join(PARAM_KEYS)}, got {type(params).__name__}")
+    if K is None:
+        K = 2 if "W" not in params or np.ndim(params["W"]) != 2 else max(2, int(np.shape(params["W"])[0]))
+    shapes = problem.param_shapes(d, K)
     out = {}
     for key in PARAM_KEYS:
         if key not in params:

@@ -3,7 +3,8 @@
 Only the primitives the activations and losses need: tanh, exp, log1p, abs, sin, cos,
 relu = max(x, 0), step = [x > 0] (as a float), where(cond, a, b) (elementwise choice; the
 derivative is the chosen branch's, so a formula split at a point differentiates consistently there),
-clip, affine(K, Y, β) = K Y + β 1ᵀ, stack, asarray,
+clip, affine(K, Y, β) = K Y + β 1ᵀ, stack, asarray, sum0 (the sum along axis 0, the classes of
+a K × m array), argmax_mask (the one-hot of the first maximum along axis 0),
 zeros_like, axpy(y, a, x) = y + a x, and the in-place accumulations addmm_(C, A, B, w): C += w A B and
 add_rowsum_(c, A, w): c += w A 1 (the vector–Jacobian products of :mod:`ocdl.fields`).
 """
@@ -60,6 +61,14 @@ class _Numpy:
     @staticmethod
     def clip(x, lo, hi):
         return np.clip(x, lo, hi)
+
+    @staticmethod
+    def sum0(x):
+        return x.sum(0)
+
+    @staticmethod
+    def argmax_mask(x):
+        return (np.arange(x.shape[0])[:, None] == np.argmax(x, 0)[None, :]).astype(x.dtype)
 
 
 class _Torch:
@@ -135,6 +144,14 @@ class _Torch:
     def clip(self, x, lo, hi):
         return self.t.clamp(x, lo, hi)
 
+    @staticmethod
+    def sum0(x):
+        return x.sum(0)
+
+    def argmax_mask(self, x):
+        """One-hot (along axis 0) of the first maximum (torch.argmax returns the first)."""
+        return self.t.nn.functional.one_hot(x.argmax(0), x.shape[0]).T.to(x.dtype)
+
 
 class _Casadi:
     def __init__(self):
@@ -159,6 +176,22 @@ class _Casadi:
 
     def clip(self, x, lo, hi):
         return self.ca.fmin(self.ca.fmax(x, lo), hi)
+
+    def sum0(self, x):
+        return self.ca.sum1(x)
+
+    def argmax_mask(self, x):
+        """One-hot of the first maximum of a column x: x_k > x_l for l < k and x_k ≥ x_l for l > k
+        (comparisons evaluate to 1.0 / 0.0; their derivative is 0)."""
+        ca, n = self.ca, x.shape[0]
+        rows = []
+        for k in range(n):
+            m = 1
+            for l in range(n):
+                if l != k:
+                    m = m * ((x[k] > x[l]) if l < k else (x[k] >= x[l]))
+            rows.append(m)
+        return ca.vertcat(*rows)
 
 
 def _numpy_tanh_function(torch):

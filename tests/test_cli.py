@@ -132,9 +132,12 @@ def test_bad_init_file_shape(tmp_path, capsys):
 
 def test_bad_labels_file(tmp_path, capsys):
     f = tmp_path / "d.csv"
-    f.write_text("1.0,2.0,0\n0.5,0.1,2\n")
+    f.write_text("1.0,2.0,0\n0.5,0.1,2.5\n")
     rc, _, err = run_cli(["train", "--data", str(f), "--quiet", "--out", str(tmp_path / "o")], capsys)
-    assert rc == 2 and "labels must be 0 or 1" in err and not (tmp_path / "o").exists()
+    assert rc == 2 and "labels must be the class numbers 0, 1, …, K−1, found 2.5" in err and not (tmp_path / "o").exists()
+    f.write_text("1.0,2.0,0\n0.5,0.1,2\n0.3,0.2,2\n")  # no sample of class 1
+    rc, _, err = run_cli(["train", "--data", str(f), "--quiet", "--out", str(tmp_path / "o")], capsys)
+    assert rc == 2 and "no sample of class 1" in err and not (tmp_path / "o").exists()
 
 
 def test_refuses_non_empty_out(tmp_path, capsys):

@@ -47,8 +47,8 @@ def test_user_files(tmp_path):
     assert ds.X.shape == (20, 3)
     (tmp_path / "d.csv").write_text("x1,x2,label\n" + "\n".join(f"{a},{b},{int(l)}" for (a, b, _), l in zip(X, c)))
     assert data.load_file(tmp_path / "d.csv").X.shape == (20, 2)
-    np.savez(tmp_path / "bad.npz", X=X, c=c + 2)
-    with pytest.raises(OcdlError, match="labels must be 0 or 1"):
+    np.savez(tmp_path / "bad.npz", X=X, c=c - 2)
+    with pytest.raises(OcdlError, match="labels must be the class numbers"):
         data.load_file(tmp_path / "bad.npz")
     Xn = X.copy()
     Xn[3, 1] = np.nan

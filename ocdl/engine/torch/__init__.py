@@ -34,6 +34,17 @@ def _shrink(v):
     return None if ok else "must be a number in (0, 1]"
 
 
+def _momentum(v):
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
+    return None if ok else "must be a number in [0, 1)"
+
+
+def _flag(v):
+    return None if isinstance(v, bool) else "must be true or false"
+
+
+_FLOAT32_MAX = 3.4028234663852886e38
+
 COMMON = {
     "gradient": Option("adjoint", "gradient used by the optimiser: 'adjoint' (partner sweep) or 'autograd'",
                        one_of("adjoint", "autograd")),
@@ -64,7 +75,25 @@ SOLVER_OPTIONS = {
         "lr": Option(1.0, "torch.optim.LBFGS learning rate", positive),
         "history_size": Option(20, "curvature pairs kept", _at_least_one),
     },
+    "sgd": {
+        "lr": Option(1e-2, "step length (torch.optim.SGD learning rate)", positive),
+        "momentum": Option(0.9, "heavy-ball momentum μ: b ← μ b + g, θ ← θ − lr b (0: plain SGD)", _momentum),
+        "nesterov": Option(False, "Nesterov momentum: θ ← θ − lr (g + μ b) (needs momentum > 0)", _flag),
+    },
     "adam": {"lr": Option(1e-2, "torch.optim.Adam learning rate", positive)},
+}
+# the minibatch solvers' own options (ocdl.engine.torch.optim: minibatches, epochs, shuffling)
+MINIBATCH = {
+    "batch_size": Option(0, "samples per step (0, or ≥ the training samples m: the full batch, no shuffling)", count),
+    "epochs": Option(0, "train this many epochs of ⌈m/batch_size⌉ steps (0: solver.iterations steps; > 0 takes "
+                        "precedence over solver.iterations)", count),
+    "seed": Option(None, "seed of the shuffling: epoch e visits the samples in the order "
+                         "numpy.random.default_rng([seed, e]).permutation(m) (default: init.seed)", count),
+    "eval_every": Option(0, "record the full objective, test objective and accuracies every k epochs (an epoch is "
+                            "⌈m/batch_size⌉ iterations, one for the full batch; 0: about 200 records per run, at "
+                            "least one per epoch)", count),
+    "progress_every": Option(0, "one progress line every k iterations (0: iterations/20); with batch_size > 0 "
+                                "also one at every record of the full objective", count),
 }
 
 
@@ -77,9 +106,11 @@ class TorchEngine(Engine):
         "gd-armijo": "steepest descent with Armijo backtracking (the paper's RK-network runs)",
         "gd-lipschitz": "steepest descent with a Lipschitz estimate (the paper's learned-step runs)",
         "lbfgs": "torch.optim.LBFGS with a strong-Wolfe search",
-        "adam": "torch.optim.Adam (projected for simplex steps)",
+        "adam": "torch.optim.Adam (projected for simplex steps); minibatches with batch_size > 0",
+        "sgd": "stochastic gradient descent with momentum (optionally Nesterov), minibatches with batch_size > 0",
     }
-    options = {name: {**opts, **COMMON} for name, opts in SOLVER_OPTIONS.items()}
+    options = {name: {**opts, **COMMON, **(MINIBATCH if name in ("sgd", "adam") else {})}
+               for name, opts in SOLVER_OPTIONS.items()}
     default_solver = "gd-armijo"
     resumable = True
 
@@ -90,8 +121,17 @@ class TorchEngine(Engine):
         if problem.has_skip and not tab.explicit:
             raise OcdlError(f"tableau {tab.name!r} is implicit; the PyTorch engine runs explicit tableaux only "
                             "(use --backend casadi)")
-        self.check_options(problem)
-        if problem.solver.name == "lbfgs" and problem.time_steps == "simplex" and "h" in problem.trainable():
+        opts = self.check_options(problem)
+        name = problem.solver.name
+        if name == "sgd" and opts["nesterov"] and opts["momentum"] == 0:
+            raise OcdlError("solver.options.nesterov: Nesterov momentum needs momentum > 0")
+        if opts.get("batch_size", 0) > 0 and opts["gtol"] > 0:
+            raise OcdlError("solver.options.gtol: not used with minibatches (batch_size > 0): a batch gradient's "
+                            "norm does not measure stationarity; use batch_size = 0 for gtol")
+        if "lr" in opts and problem.dtype == "float32" and opts["lr"] > _FLOAT32_MAX:
+            raise OcdlError(f"solver.options.lr: {opts['lr']!r} overflows float32 (largest {_FLOAT32_MAX:.4g}); "
+                            "use a smaller lr or dtype float64")
+        if name == "lbfgs" and problem.time_steps == "simplex" and "h" in problem.trainable():
             raise OcdlError("solver 'lbfgs' cannot keep h on the simplex; use gd-armijo, gd-lipschitz or adam")
 
     def memory_estimate(self, problem, d: int, m: int):
@@ -120,14 +160,16 @@ class TorchEngine(Engine):
         from ocdl.engine.torch.network import TorchNetwork, configure_threads
         from ocdl.engine.torch.optim import Objective, optimise
 
+        from ocdl.problem import dims
+
         train, test = data
-        d = int(params0["W"].shape[0])
+        d, K = dims(params0)
         opts = self.check_options(problem)
         configure_threads(train.n, d, int(opts["threads"]))
-        net = TorchNetwork(problem, d)
+        net = TorchNetwork(problem, d, classes=K)
         base = net.to_torch(params0)
-        obj = Objective(net, base, problem.trainable(), net.inputs(train.X), net.tensor(train.c),
-                        net.inputs(test.X), net.tensor(test.c))
+        obj = Objective(net, base, problem.trainable(), net.inputs(train.X), net.targets(train.c),
+                        net.inputs(test.X), net.targets(test.c))
         return optimise(obj, problem, obj.flat(base), problem.solver.iterations, opts, state=run.state,
                         history=run.history, log=run.log, checkpoint=run.checkpoint)
 
@@ -140,14 +182,16 @@ class TorchEngine(Engine):
         from ocdl.engine.torch.network import TorchNetwork
         from ocdl.result import Evaluation
 
+        from ocdl.problem import dims
+
         train, test = data
-        d = int(params["W"].shape[0])
-        net = TorchNetwork(problem, d, device=device, dtype=dtype)
+        d, K = dims(params)
+        net = TorchNetwork(problem, d, device=device, dtype=dtype, classes=K)
         prm = net.to_torch(params)
-        Y0, c = net.inputs(train.X), net.tensor(train.c)
+        Y0, c = net.inputs(train.X), net.targets(train.c)
         E, g = grad_adjoint(net, prm, Y0, c)
         gflat = torch.cat([v.reshape(-1) for v in g.values()])
-        Y0_test, c_test = net.inputs(test.X), net.tensor(test.c)
+        Y0_test, c_test = net.inputs(test.X), net.targets(test.c)
         with torch.no_grad():
             E_test = float(net.objective(prm, Y0_test, c_test))
             yN = net.forward(prm, Y0)
@@ -169,7 +213,10 @@ class TorchEngine(Engine):
 
         from ocdl.engine.torch.network import TorchNetwork
 
-        net = TorchNetwork(problem, int(params["W"].shape[0]), device=device, dtype=dtype)
+        from ocdl.problem import dims
+
+        d, K = dims(params)
+        net = TorchNetwork(problem, d, device=device, dtype=dtype, classes=K)
         with torch.no_grad():
             _, ys = net.forward(net.to_torch(params), net.inputs(X), keep_states=True)
         return np.stack([y.cpu().numpy().T for y in ys])

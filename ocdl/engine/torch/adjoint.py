@@ -13,7 +13,8 @@ Backward through layer j, from p^[j+1] (with p^[N] = ∂E_loss/∂y^[N]), with J
 
 Gradients (μ_i = b_i P_i):  ∂E/∂u_{j,i} = h_j (∂_u f(Y_i, u_{j,i}))ᵀ μ_i  (summed over i for
 per-layer controls),  ∂E/∂h_j = Σ_i ⟨μ_i, F_i⟩ = Σ_i b_i ⟨P_i, F_i⟩, and for the classifier
-∂E/∂W = Σ_n ℓ'(z_n) y_n^[N], ∂E/∂μ = Σ_n ℓ'(z_n); ∇R is added in closed form.
+∂E/∂W = Σ_n ℓ'(z_n) y_n^[N]ᵀ, ∂E/∂μ = Σ_n ℓ'(z_n), p_n^[N] = Wᵀ ℓ'(z_n) (ℓ' ∈ R^K for K
+classes); ∇R is added in closed form.
 
 Per-layer controls (one (K, β) for every stage) share Kᵀ: J_lᵀ P_l = Kᵀ D_l with D_l the
 pre-activation cotangent (:mod:`ocdl.fields`), so each P_i is one product Kᵀ G_i with
@@ -65,13 +66,14 @@ def grad_adjoint(net: TorchNetwork, params, Y0, c, return_costates: bool = False
         z = net.logits(params, yN)
         kind = prob.objective.loss
         scale = 1.0 / Y0.shape[1] if prob.objective.mean else 1.0
-        E = loss_mod.pointwise(kind, z, c, net.xp).sum() * scale + regulariser.value(prob, params)
-        g = loss_mod.dpointwise(kind, z, c, net.xp) * scale  # ∂E/∂z_n
-        p = params["W"][:, None] * g[None, :]  # p^[N] = Wᵀ ℓ'(z), d×m
+        E = loss_mod.pointwise(kind, z, c, net.xp, net.K).sum() * scale + regulariser.value(prob, params)
+        g = loss_mod.dpointwise(kind, z, c, net.xp, net.K) * scale  # ∂E/∂z_n
+        two = net.K == 2
+        p = params["W"][:, None] * g[None, :] if two else params["W"].T @ g  # p^[N] = Wᵀ ℓ'(z), d×m
         grads = {k: torch.zeros_like(params[k]) for k in keys}
         if "W" in grads:
-            grads["W"] = yN @ g
-            grads["mu"] = g.sum()
+            grads["W"] = yN @ g if two else g @ yN.T
+            grads["mu"] = g.sum() if two else g.sum(1)
         # ∂E/∂K, ∂E/∂β accumulate in place (ocdl.fields): per stage, or one product per layer for per-layer controls
         gK, gb = grads["K"], grads["beta"]
         gh = [params["h"].new_zeros(())] * N

@@ -6,7 +6,8 @@ controls use the same u_j for every stage):
     F_i = f(Y_i, u_{j,i}),   Y_i = y^[j] + h_j Σ_{l<i} a_il F_l,   y^[j+1] = y^[j] + h_j Σ_i b_i F_i.
 
 Plain layers have no skip connection: y^[j+1] = f(y^[j], u_j), e.g. σ(K_j y^[j] + β_j).
-E(θ) = Σ_n ℓ(W y_n^[N] + μ, c_n) [/ n] + R(θ) (see :mod:`ocdl.loss`, :mod:`ocdl.regulariser`).
+E(θ) = Σ_n ℓ(W y_n^[N] + μ, c_n) [/ n] + R(θ) (see :mod:`ocdl.loss`, :mod:`ocdl.regulariser`);
+for K ≥ 3 classes z = W y^[N] + μ 1ᵀ is K×m and the labels are one-hot columns (:meth:`targets`).
 
 Batches follow the column convention of :mod:`ocdl.fields`: Y ∈ R^{d×m}, samples are columns
 (``inputs(X)`` turns an (m, 2) data array into the lifted d×m tensor).
@@ -43,9 +44,10 @@ class TorchNetwork:
     """
 
     def __init__(self, problem: Problem, d: int, device: str | None = None, dtype: str | None = None,
-                 numpy_tanh: bool = True):
+                 numpy_tanh: bool = True, classes: int = 2):
         self.problem = problem
         self.d = d
+        self.K = int(classes)
         self.device = resolve_device(device or problem.device)
         self.dtype = DTYPES[dtype or problem.dtype]
         tab = problem.tableau
@@ -84,6 +86,13 @@ class TorchNetwork:
         if not np.all(np.isfinite(X)):
             raise OcdlError("data: features contain NaN or inf")
         return self.tensor(np.ascontiguousarray(lift(np.asarray(X, dtype=np.float64), self.d).T))
+
+    def targets(self, c) -> torch.Tensor:
+        """The labels as the loss takes them: c (m,) for two classes, the one-hot e_c (K × m) for K."""
+        c = np.asarray(c, dtype=np.float64)
+        if self.K == 2:
+            return self.tensor(c)
+        return self.tensor(np.eye(self.K)[:, c.astype(np.int64)])
 
     @staticmethod
     def steps(params):
@@ -178,12 +187,14 @@ class TorchNetwork:
 
     # ------------------------------------------------------------------ objective
     def logits(self, params, yN):
-        """z = W y^[N] + μ for every sample (length m)."""
-        return params["W"] @ yN + params["mu"]
+        """z = W y^[N] + μ for every sample (length m; K × m for K classes)."""
+        if self.K == 2:
+            return params["W"] @ yN + params["mu"]
+        return torch.addmm(params["mu"][:, None], params["W"], yN)
 
     def data_loss(self, params, yN, c):
         z = self.logits(params, yN)
-        E = loss_mod.pointwise(self.problem.objective.loss, z, c, self.xp).sum()
+        E = loss_mod.pointwise(self.problem.objective.loss, z, c, self.xp, self.K).sum()
         if self.problem.objective.mean:
             E = E / yN.shape[1]
         return E
@@ -202,15 +213,19 @@ class TorchNetwork:
         return E.detach(), dict(zip(keys, grads))
 
     def accuracy(self, params, Y0, c) -> float:
-        """Fraction of samples with [W y^[N] + μ > 0] = c."""
+        """Fraction of samples classified right: [z > 0] = c for two classes, argmax_k z_k = c for K
+        (``c`` as :meth:`targets` gives it)."""
         with torch.no_grad():
             z = self.logits(params, self.forward(params, Y0))
-            return float(((z > 0).to(c.dtype) == c).to(torch.float64).mean())
+            if self.K == 2:
+                return float(((z > 0).to(c.dtype) == c).to(torch.float64).mean())
+            return float((z.argmax(0) == c.argmax(0)).to(torch.float64).mean())
 
     def predict(self, params, Y0) -> torch.Tensor:
-        """S(W y^[N] + μ), the predicted probability of class 1."""
+        """The hypothesis at z = W y^[N] + μ: S(z), the probability of class 1 (m,), or softmax(z)
+        (K × m)."""
         with torch.no_grad():
-            return loss_mod.sigmoid(self.logits(params, self.forward(params, Y0)), self.xp)
+            return loss_mod.hypothesis(self.logits(params, self.forward(params, Y0)), self.xp, self.K)
 
 
 def _addmm(Z, K, F, coef):
