@@ -36,7 +36,7 @@ def test_import_is_light_and_lists_its_names():
 
 
 def test_engines_registry():
-    assert ocdl.engines() == {"torch": ("gd-armijo", "gd-lipschitz", "lbfgs", "adam"),
+    assert ocdl.engines() == {"torch": ("gd-armijo", "gd-lipschitz", "lbfgs", "adam", "sgd"),
                               "casadi": ("ipopt", "sqp", "bvp")}
     for name in base.names():
         eng = base.get(name)

@@ -140,7 +140,10 @@ class TorchEngine(Engine):
         gradient keeps: (N+1) m d numbers, s + 3 times (the partner adjoint) or 3(s + 1) times
         (autograd, or lbfgs). Measured (ru_maxrss, spiral, rk4, N = 15, width 2, float64,
         gd-armijo): m = 100: 237 MB, 20000: 266 MB, 80000: 352 MB (autograd 489 MB); m = 20000,
-        lbfgs: 336 MB; m = 100, N = 20000: 397 MB, N = 80000: 874 MB; the formula is within −4 % … +30 % of these."""
+        lbfgs: 336 MB; m = 100, N = 20000: 397 MB, N = 80000: 874 MB; the formula is within −4 % … +30 % of these.
+        Minibatches (sgd, adam with batch_size B in (0, m)) keep the states of B samples; the
+        final evaluation runs in float64 over chunks of states ≤ 128 MiB; where either is below m,
+        the inputs and y^[N] of all m samples (three m·d arrays) are added."""
         opts = dict(problem.solver.options) if problem.solver.backend == self.name else {}
         n_theta = sum(math.prod(v) for v in problem.param_shapes(d).values())
         copies = 8 + (2 * opts.get("history_size", 20) if problem.solver.name == "lbfgs" else 0)
@@ -149,7 +152,16 @@ class TorchEngine(Engine):
             s = problem.n_stages if problem.has_skip else 1
             lean = opts.get("gradient", "adjoint") == "adjoint" and problem.solver.name != "lbfgs"
             per = s + 3 if lean else 3 * (s + 1)
-            need += (problem.N + 1) * m * d * (4 if problem.dtype == "float32" else 8) * per
+            size = 4 if problem.dtype == "float32" else 8
+            B = int(opts.get("batch_size", 0) or 0) if problem.solver.name in ("sgd", "adam") else 0
+            cols = B if 0 < B < m else m  # the samples of one gradient
+            # the final evaluation (float64) by chunks (ocdl.engine.torch.optim.eval_chunk)
+            from ocdl.engine.torch.optim import eval_chunk
+
+            ev = eval_chunk(problem.N, d, m)
+            need += (problem.N + 1) * d * max(cols * size, ev * 8) * per
+            if cols < m or ev < m:  # the data (train and test inputs) and y^[N] beside the sweeps' states
+                need += 3 * m * d * 8
             what += " and the layer states"
         return int(need), what
 
@@ -170,8 +182,8 @@ class TorchEngine(Engine):
         base = net.to_torch(params0)
         obj = Objective(net, base, problem.trainable(), net.inputs(train.X), net.targets(train.c),
                         net.inputs(test.X), net.targets(test.c))
-        return optimise(obj, problem, obj.flat(base), problem.solver.iterations, opts, state=run.state,
-                        history=run.history, log=run.log, checkpoint=run.checkpoint)
+        return optimise(obj, problem, obj.flat(base), _iterations(problem, opts, train.n, run.log), opts,
+                        state=run.state, history=run.history, log=run.log, checkpoint=run.checkpoint)
 
     def evaluate(self, problem, params, data, device: str = "cpu", dtype: str = "float64"):
         """E by the forward sweep, ∇E by the partner adjoint, on ``device`` in ``dtype``
@@ -180,6 +192,7 @@ class TorchEngine(Engine):
 
         from ocdl.engine.torch.adjoint import grad_adjoint
         from ocdl.engine.torch.network import TorchNetwork
+        from ocdl.engine.torch.optim import eval_chunk
         from ocdl.result import Evaluation
 
         from ocdl.problem import dims
@@ -189,9 +202,12 @@ class TorchEngine(Engine):
         net = TorchNetwork(problem, d, device=device, dtype=dtype, classes=K)
         prm = net.to_torch(params)
         Y0, c = net.inputs(train.X), net.targets(train.c)
+        Y0_test, c_test = net.inputs(test.X), net.targets(test.c)
+        chunk = eval_chunk(problem.N, d, Y0.shape[1])
+        if chunk < Y0.shape[1]:
+            return self._evaluate_chunked(net, prm, Y0, c, Y0_test, c_test, chunk)
         E, g = grad_adjoint(net, prm, Y0, c)
         gflat = torch.cat([v.reshape(-1) for v in g.values()])
-        Y0_test, c_test = net.inputs(test.X), net.targets(test.c)
         with torch.no_grad():
             E_test = float(net.objective(prm, Y0_test, c_test))
             yN = net.forward(prm, Y0)
@@ -203,6 +219,30 @@ class TorchEngine(Engine):
             gradient_norm_inf=float(gflat.abs().max()),
             train_accuracy=net.accuracy(prm, Y0, c),
             test_accuracy=net.accuracy(prm, Y0_test, c_test),
+            states=yN.detach().cpu().numpy().astype("float64"),
+            engine=self.name,
+        )
+
+    def _evaluate_chunked(self, net, prm, Y0, c, Y0_test, c_test, chunk):
+        """:meth:`evaluate` over ``chunk`` columns at a time (:func:`~ocdl.engine.torch.optim.chunked_gradient`):
+        the memory of the sweeps O(chunk·N·d), for training sets whose layer states exceed 128 MiB."""
+        import torch
+
+        from ocdl.engine.torch.optim import chunked_gradient, chunked_objective
+        from ocdl.result import Evaluation
+
+        E, g = chunked_gradient(net, prm, Y0, c, chunk)
+        gflat = torch.cat([v.reshape(-1) for v in g.values()])
+        _, acc, yN = chunked_objective(net, prm, Y0, c, chunk, keep_states=True)
+        E_test, acc_test, _ = chunked_objective(net, prm, Y0_test, c_test, chunk)
+        return Evaluation(
+            objective=float(E),
+            test_objective=E_test,
+            gradient={k: v.detach().cpu().numpy().astype("float64") for k, v in g.items()},
+            gradient_norm=float(torch.linalg.vector_norm(gflat)),
+            gradient_norm_inf=float(gflat.abs().max()),
+            train_accuracy=acc,
+            test_accuracy=acc_test,
             states=yN.detach().cpu().numpy().astype("float64"),
             engine=self.name,
         )
@@ -220,6 +260,18 @@ class TorchEngine(Engine):
         with torch.no_grad():
             _, ys = net.forward(net.to_torch(params), net.inputs(X), keep_states=True)
         return np.stack([y.cpu().numpy().T for y in ys])
+
+
+def _iterations(problem, opts: dict, m: int, log=None) -> int:
+    """The iteration limit: ``epochs`` · ⌈m/B⌉ where the solver has epochs > 0 (B = batch_size, m
+    where 0 or ≥ m), else ``solver.iterations``."""
+    epochs, B = int(opts.get("epochs", 0)), int(opts.get("batch_size", 0))
+    if not epochs:
+        return problem.solver.iterations
+    n = epochs * -(-m // (B if 0 < B < m else m))
+    if log and n != problem.solver.iterations:
+        log(f"epochs = {epochs}: {n} iterations (solver.iterations = {problem.solver.iterations} is not used)")
+    return n
 
 
 ENGINE = register(TorchEngine())
