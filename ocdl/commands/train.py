@@ -101,10 +101,12 @@ def _default_solver(backend):
 def solver_options(a) -> dict:
     opts = {}
     for key in ("tol", "hessian", "formulation", "start", "lr", "eval_every", "progress_every", "checkpoint_every",
-                "checkpoint_seconds", "gradient"):
+                "checkpoint_seconds", "gradient", "batch_size", "epochs", "momentum", "nesterov"):
         v = getattr(a, key, None)
         if v is not None:
             opts[key] = v
+    if getattr(a, "shuffle_seed", None) is not None:
+        opts["seed"] = a.shuffle_seed
     return opts
 
 
@@ -123,7 +125,14 @@ def add_solver_arguments(p):
     g.add_argument("--start", choices=("initial", "reduced"),
                    help="casadi ipopt, full-space: start at the initial parameters (states by forward simulation; "
                         "default) or solve the reduced NLP first and start at its solution")
-    g.add_argument("--lr", type=float, help="adam/lbfgs learning rate")
+    g.add_argument("--lr", type=float, help="adam/lbfgs/sgd learning rate")
+    g.add_argument("--batch-size", type=int, help="torch sgd/adam: samples per step (default 0: the full batch)")
+    g.add_argument("--epochs", type=int, help="torch sgd/adam: train this many epochs of ⌈m/batch⌉ steps "
+                                              "(instead of --iterations)")
+    g.add_argument("--momentum", type=float, help="torch sgd: momentum in [0, 1) (default 0.9)")
+    g.add_argument("--nesterov", action="store_true", default=None, help="torch sgd: Nesterov momentum")
+    g.add_argument("--shuffle-seed", type=int, help="torch sgd/adam: seed of the minibatch shuffling "
+                                                    "(default: --init-seed)")
     g.add_argument("--gradient", choices=("adjoint", "autograd"), help="torch: gradient used by the optimiser")
     g.add_argument("--eval-every", type=int, help="torch: record test objective/accuracies every k iterations "
                                                    "(default 0: auto, about 200 records per run)")
