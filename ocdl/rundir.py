@@ -2,6 +2,7 @@
 
     config.toml    the Problem (``Problem.to_dict``), enough to rerun
     metrics.json   objective, gradient_norm, accuracies, iterations, wall_time_s, status, history, …
+                   (strict JSON: a non-finite figure is null, and listed in ``nonfinite``)
     params.npz     K, beta, W, mu, h (column convention y ← y + h σ(K y + β))
     costates.npz   p (N+1, m, d) and stage costates P (N, s, m, d), where the engine gives them
     state.json     optimiser state for ``--resume`` (iteration, step-size memory)
@@ -67,7 +68,53 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=1, default=_json_default) + "\n")
+    """Strict JSON (RFC 8259): a non-finite float (NaN, ±inf), which ``json.dumps`` would write as
+    the non-standard tokens NaN/Infinity, becomes null; NumPy scalars and arrays become numbers
+    and lists. A metrics.json says which of its figures were non-finite (:func:`mark_nonfinite`)."""
+    write_text(path, dumps(obj) + "\n")
+
+
+def dumps(obj, indent: int | None = 1) -> str:
+    """``obj`` as strict JSON text (see :func:`write_json`)."""
+    return json.dumps(strict(obj), indent=indent, allow_nan=False, default=_json_default)
+
+
+def strict(obj):
+    """``obj`` with every non-finite float replaced by None (recursively through dicts, lists,
+    tuples and NumPy arrays); NumPy scalars become Python numbers."""
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (str, int)):
+        return obj
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return strict(obj.tolist())
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
+
+
+NONFINITE = "nonfinite"
+
+
+def _nonfinite_word(v: float) -> str:
+    return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+
+
+def mark_nonfinite(metrics: dict) -> dict:
+    """``metrics`` with ``nonfinite`` = {name: 'nan' | 'inf' | '-inf'} for each top-level figure
+    that is not a finite number (written as null in the strict JSON); absent when all are finite.
+    :func:`load` gives such a figure back as that float, so a reader sees what it saw before."""
+    bad = {k: _nonfinite_word(float(v)) for k, v in metrics.items()
+           if isinstance(v, (float, np.floating)) and not math.isfinite(float(v))}
+    out = {k: v for k, v in metrics.items() if k != NONFINITE}
+    if bad:
+        out[NONFINITE] = bad
+    return out
 
 
 def write_npz(path: Path, arrays: dict) -> None:
@@ -588,7 +635,8 @@ def _number(v, none: bool = True) -> bool:
 
 
 _METRIC_NUMBERS = ("objective", "test_objective", "gradient_norm", "gradient_norm_inf", "train_accuracy",
-                   "test_accuracy", "wall_time_s", "kkt_residual", "constraint_violation")
+                   "test_accuracy", "wall_time_s", "kkt_residual", "constraint_violation", "run_objective",
+                   "run_gradient_norm")
 
 
 def check_metrics(metrics, run: Path, name: str = "metrics.json") -> dict:
@@ -599,10 +647,11 @@ def check_metrics(metrics, run: Path, name: str = "metrics.json") -> dict:
     for k in _METRIC_NUMBERS:
         if k in metrics and not _number(metrics[k]):
             raise _bad(run, name, f"has {k} = {metrics[k]!r}, expected a number")
-    it = metrics.get("iterations", 0)
-    if not (isinstance(it, int) and not isinstance(it, bool) and it >= 0):
-        raise _bad(run, name, f"has iterations = {it!r}, expected a count")
-    for k in ("status", "message", "engine", "solver"):
+    for k, none in (("iterations", False), ("run_iteration", True)):
+        it = metrics.get(k, 0)
+        if not ((it is None and none) or (isinstance(it, int) and not isinstance(it, bool) and it >= 0)):
+            raise _bad(run, name, f"has {k} = {it!r}, expected a count")
+    for k in ("status", "message", "engine", "solver", "dtype", "evaluation_dtype"):
         if k in metrics and not isinstance(metrics[k], str):
             raise _bad(run, name, f"has {k} = {metrics[k]!r}, expected a string")
     hist = metrics.get("history", {})
@@ -614,12 +663,29 @@ def check_metrics(metrics, run: Path, name: str = "metrics.json") -> dict:
     for k in ("iteration", "eval_iteration"):
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in hist.get(k, [])):
             raise _bad(run, name, f"has history[{k!r}] that is not a list of integers")
+    bad = metrics.get(NONFINITE, {})
+    if not (isinstance(bad, dict) and all(isinstance(k, str) and v in _NONFINITE_VALUES for k, v in bad.items())):
+        raise _bad(run, name, f"has {NONFINITE} = {bad!r}, expected an object of 'nan' | 'inf' | '-inf'")
+    for k in bad:
+        if metrics.get(k) is not None:
+            raise _bad(run, name, f"lists {k!r} as non-finite but holds {k} = {metrics[k]!r}")
     return metrics
+
+
+_NONFINITE_VALUES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def restore_nonfinite(metrics: dict) -> dict:
+    """The figures a metrics.json lists under ``nonfinite`` (null in the file) as the floats they
+    were (NaN, ±inf); the rest as written (history entries that were non-finite stay None)."""
+    bad = metrics.get(NONFINITE) or {}
+    return {**metrics, **{k: _NONFINITE_VALUES[v] for k, v in bad.items()}} if bad else metrics
 
 
 def load(run_dir: str | Path):
     """(problem, params, metrics) of a run directory, as its last committed snapshot has them.
-    A missing, truncated or mistyped file is refused with one line naming it."""
+    A missing, truncated or mistyped file is refused with one line naming it. The figures that
+    metrics.json lists as ``nonfinite`` (null in the file) come back as NaN / ±inf."""
     run = Path(run_dir)
     if not run.is_dir():
         raise OcdlError(f"run directory {str(run)!r} does not exist")
@@ -636,7 +702,7 @@ def load(run_dir: str | Path):
     for k in problem_mod.PARAM_KEYS:
         if k not in params:
             raise _bad(run, "params.npz", f"has no {k!r} (needs {', '.join(problem_mod.PARAM_KEYS)})")
-    metrics = check_metrics(_json(raw["metrics.json"], run, "metrics.json"), run)
+    metrics = restore_nonfinite(check_metrics(_json(raw["metrics.json"], run, "metrics.json"), run))
     return problem, params, metrics
 
 

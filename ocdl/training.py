@@ -3,6 +3,10 @@
 The final figures of metrics.json (``objective`` E, ``gradient_norm`` ‖∇E‖₂ over the trained
 parameters, ``train_accuracy``, ``test_accuracy``) are the evaluation at the returned parameters
 by the engine that solved, or by ``evaluator``; ``evaluator`` names the engine that computed them.
+Every engine evaluates in float64; a float32 run adds what it reached itself (:func:`run_precision`:
+``dtype``, ``evaluation_dtype``, ``run_iteration``, ``run_objective``, ``run_gradient_norm``), and
+its final line gives both, each named by its precision. A float64 run's line and metrics are its
+evaluation's alone.
 """
 
 from __future__ import annotations
@@ -109,7 +113,7 @@ def train(
                 if with_figures:
                     metrics["figures"] = __import__("ocdl.plots", fromlist=["x"]).write_figures(
                         stage, problem, res.params, res.history, train_set, test_set)
-                rundir.write_json(stage / "metrics.json", metrics)
+                rundir.write_json(stage / "metrics.json", rundir.mark_nonfinite(metrics))
         except OSError as e:
             raise OcdlError(f"cannot write the run directory {str(out)!r}: {e.strerror or e}") from None
         lock.wrote()
@@ -117,6 +121,7 @@ def train(
     def full_metrics(res: SolveResult, result, status: str, message: str) -> dict:
         metrics = {**result.evaluation.metrics(), **res.metrics}
         metrics.update(base_metrics(res, status, message, result.evaluation.engine))
+        metrics.update(run_precision(problem, res.history))
         return metrics
 
     def checkpoint(res: SolveResult) -> None:
@@ -144,7 +149,7 @@ def train(
                         quick[k] = hist[k][-1]
                 write(res, {**quick, **res.metrics, **base_metrics(
                     res, "unfinished", f"{status}: {res.message}; the final evaluation is not written "
-                                       "(ocdl train --resume completes it)")})
+                                       "(ocdl train --resume completes it)"), **run_precision(problem, hist)})
         try:
             with SigintWins():  # a Ctrl-C inside CasADi's or matplotlib's compiled code stays a Ctrl-C
                 result = api.finish(problem, engine, res, data, time.perf_counter() - t0, evaluator)
@@ -160,8 +165,13 @@ def train(
         if lock is not None:
             lock.release()
     if log:
+        own = ""
+        if "run_objective" in metrics:  # a float32 run: its own last values, then the float64 evaluation
+            own = (f"the {metrics['dtype']} run at iteration {_fmt(metrics['run_iteration'], 'd')}: "
+                   f"E = {_fmt(metrics['run_objective'], '.8e')}, |grad E| = {_fmt(metrics['run_gradient_norm'], '.3e')}; "
+                   f"{metrics['evaluation_dtype']} evaluation at its parameters: ")
         log(
-            f"{metrics['status']}: E = {metrics['objective']:.10e}, |grad E| = {metrics['gradient_norm']:.3e}, "
+            f"{metrics['status']}: {own}E = {metrics['objective']:.10e}, |grad E| = {metrics['gradient_norm']:.3e}, "
             f"accuracy train {metrics['train_accuracy']:.3f} / test {metrics['test_accuracy']:.3f}, "
             f"{metrics['iterations']} iterations"
             + (f" (after {metrics['start']['iterations']} of the {metrics['start']['formulation']} start)"
@@ -174,6 +184,34 @@ def train(
         elif not result.success:
             log(f"solver failed: {result.message}")
     return result, metrics
+
+
+EVALUATION_DTYPE = "float64"  # every engine's evaluate (the final figures) computes in float64
+
+
+def run_precision(problem, history: dict | None) -> dict:
+    """For a run that trains in another precision than the evaluation's (float32): ``dtype``,
+    ``evaluation_dtype`` and the run's own last values from its history, ``run_iteration``,
+    ``run_objective``, ``run_gradient_norm`` (in ``dtype``; NaN where the run's arithmetic
+    overflowed, which the float64 evaluation at the same parameters may not show). Empty for a
+    float64 run, whose metrics are its evaluation's."""
+    if problem.dtype == EVALUATION_DTYPE:
+        return {}
+    hist = history or {}
+
+    def last(key):
+        v = hist.get(key) or []
+        return v[-1] if v else None
+
+    def num(v):
+        return float("nan") if v is None else float(v)  # a strict metrics.json wrote NaN as null
+
+    return {"dtype": problem.dtype, "evaluation_dtype": EVALUATION_DTYPE, "run_iteration": last("iteration"),
+            "run_objective": num(last("objective")), "run_gradient_norm": num(last("gradient_norm"))}
+
+
+def _fmt(v, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
 
 
 def _check_consistent(run: Path, state: dict, metrics: dict) -> None:
