@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-KINDS = ("gradient", "solve")
+KINDS = ("gradient", "solve", "epoch")
 
 
 def register(sub):
