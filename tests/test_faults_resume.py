@@ -538,8 +538,11 @@ RUNS = {
     "gd-lipschitz": (1000, ["--net", "odenet"]),
     "lbfgs": (300, []),
     "adam": (500, []),
+    # minibatches: 60 samples in batches of 16, 4 steps an epoch; a case name 'solver+what'
+    "sgd+batch": (1500, ["--batch-size", "16", "--lr", "0.05", "--nesterov"]),
+    "adam+batch": (1500, ["--batch-size", "16"]),
 }
-SEEDS = {"gd-armijo": 11, "gd-lipschitz": 12, "lbfgs": 13, "adam": 14}
+SEEDS = {"gd-armijo": 11, "gd-lipschitz": 12, "lbfgs": 13, "adam": 14, "sgd+batch": 15, "adam+batch": 16}
 # snapshots often (each one evaluation and a few fsyncs), so that signals land inside them too
 SNAPSHOTS = ["--checkpoint-every", "40", "--checkpoint-seconds", "0.25"]
 
@@ -592,7 +595,7 @@ def test_signals_at_random_moments_then_resume_bit_for_bit(solver, tmp_path, cap
     one SIGKILL (after the first snapshots); each continued with --resume to the end. The final
     parameters, history and state equal the uninterrupted run's, bit for bit."""
     iterations, extra = RUNS[solver]
-    args = [*SMALL, "--solver", solver, "--iterations", iterations, *extra, *SNAPSHOTS]
+    args = [*SMALL, "--solver", solver.split("+")[0], "--iterations", iterations, *extra, *SNAPSHOTS]
     ref = tmp_path / "ref"
     proc, t0, lines, reader = start(ref, args)
     rc, err = finish(proc, reader)
