@@ -26,7 +26,14 @@ from ocdl.engine.base import Engine, Option, RunContext, count, format_bytes, on
 
 
 def _table(v):
-    return None if isinstance(v, dict) else "must be a table of IPOPT options"
+    """A table of IPOPT options: names, types, ranges and string values checked against IPOPT's own
+    list (:mod:`.ipopt_options`), so that a typo is refused before anything is written (IPOPT
+    would only fail when the solve starts)."""
+    if not isinstance(v, dict):
+        return "must be a table of IPOPT options"
+    from ocdl.engine.casadi.ipopt_options import check
+
+    return check(v)
 
 
 _NLP_OPTIONS = {
