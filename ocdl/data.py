@@ -203,7 +203,13 @@ def _first_line(e: BaseException) -> str:
 
 
 def make(spec) -> tuple[Dataset, Dataset]:
-    """Train and test sets for a :class:`ocdl.problem.DataSpec` (independent seeded draws)."""
+    """Train and test sets for a :class:`ocdl.problem.DataSpec`: independent seeded draws of a
+    generated data set; the images ``digits`` and ``mnist`` split and subset as
+    :mod:`ocdl.images` says; a user's file or in-memory arrays."""
+    if spec.name in ("digits", "mnist"):
+        from ocdl import images
+
+        return images.make(spec)
     if spec.name == "arrays":
         return spec.train, spec.test if spec.test is not None else spec.train
     if spec.name == "file":

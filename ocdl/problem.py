@@ -496,8 +496,12 @@ def validate(p: Problem) -> None:
         raise OcdlError(f"data.noise: must be a finite number ≥ 0, got {data.noise}")
     if data.name == "file" and not data.path:
         raise OcdlError("data.path: required when data.name = 'file'")
+    if data.name == "mnist" and not data.path:
+        raise OcdlError("data.path: required when data.name = 'mnist' (the folder of its four IDX files)")
     if data.n_per_class is not None and data.n_per_class < 1:
         raise OcdlError(f"data.n_per_class: must be ≥ 1, got {data.n_per_class}")
+    if data.n_per_class is not None and data.name not in ("digits", "mnist"):
+        raise OcdlError(f"data.n_per_class: applies to the image data sets digits and mnist, not to {data.name!r}")
     if data.name == "arrays" and data.train is None:
         raise OcdlError("data: name 'arrays' holds in-memory data; build it with Problem.from_arrays")
     _choice(net.family, FAMILIES, "network.family")

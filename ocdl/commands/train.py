@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ocdl import activations, problem as P
@@ -11,10 +12,14 @@ from ocdl.errors import OcdlError
 def add_problem_arguments(p):
     """Flags that describe a Problem (shared by train and other commands)."""
     g = p.add_argument_group("data")
-    g.add_argument("--data", default="spiral", help="donut1d | donut2d | spiral | squares | a .csv/.npz file")
+    g.add_argument("--data", default="spiral",
+                   help="donut1d | donut2d | spiral | squares | digits (8×8, bundled) | mnist (--data-path) | a .csv/.npz file")
+    g.add_argument("--data-path", help="mnist: the folder of its four IDX files (raw or .gz)")
+    g.add_argument("--n-per-class", type=int, help="digits, mnist: training images per class (default: all)")
     g.add_argument("--test-data", help="test set file (with a file --data; default: the training file)")
     g.add_argument("--n", type=int, default=1000, help="training samples (test: the same number, independent draw)")
-    g.add_argument("--n-test", type=int, help="test samples of a generated data set (default: --n)")
+    g.add_argument("--n-test", type=int, help="test samples of a generated data set (default: --n); digits, mnist: a "
+                                                 "stratified subset of the held-out images (default: all)")
     g.add_argument("--noise", type=float, help="Gaussian noise (default: the data set's)")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the generated training and test draws (default 0)")
     g = p.add_argument_group("network")
@@ -60,12 +65,18 @@ def add_problem_arguments(p):
 
 
 def problem_from_args(a) -> P.Problem:
+    per_class, data_path = getattr(a, "n_per_class", None), getattr(a, "data_path", None)
+    if data_path and a.data != "mnist":
+        raise OcdlError("--data-path goes with --data mnist (the folder of its IDX files)")
     if a.data.endswith((".csv", ".npz")):
-        data = P.DataSpec(name="file", path=a.data, test_path=a.test_data, n=max(a.n, 2), seed=a.data_seed)
+        data = P.DataSpec(name="file", path=a.data, test_path=a.test_data, n=max(a.n, 2), seed=a.data_seed,
+                          n_per_class=per_class)
     else:
         if a.test_data:
             raise OcdlError("--test-data goes with a file --data")
-        data = P.DataSpec(name=a.data, n=a.n, n_test=a.n_test, noise=a.noise, seed=a.data_seed)
+        path = os.path.abspath(data_path) if data_path else None  # absolute: the run directory reruns anywhere
+        data = P.DataSpec(name=a.data, n=a.n, n_test=a.n_test, noise=a.noise, seed=a.data_seed, path=path,
+                          n_per_class=per_class)
     tik = {k: a.reg_tikhonov for k in P.PARAM_KEYS}
     for k in P.PARAM_KEYS:
         v = getattr(a, f"reg_{k}")
