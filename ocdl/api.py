@@ -59,10 +59,8 @@ def prepare(problem, init=None):
     if problem.data.name in data_mod.GENERATORS:  # the size is known before the draw: check it first
         engine.check(problem, problem.width(2))
         engine.check_memory(problem, problem.width(2), problem.data.n)
-    train, test = data_mod.make(problem.data)
+    train, test = lifted_data(problem)
     d = problem.width(train.dim)
-    if d < train.dim:
-        raise OcdlError(f"network.width {d} is smaller than the data dimension {train.dim}")
     if train.n < 2:
         raise OcdlError(f"data: the training set holds {train.n} sample; training needs at least 2, of at least "
                         "two classes")
@@ -73,6 +71,27 @@ def prepare(problem, init=None):
     engine.check_memory(problem, d, train.n)
     params0 = initial_params(problem, d, init, K)
     return engine, (train, test), params0
+
+
+def lifted_data(problem):
+    """(train, test) of ``problem``, with the features mapped to the width d by the problem's
+    lifting where it is not zero-padding (which the engines apply themselves)."""
+    train, test = data_mod.make(problem.data)
+    L = lifting_of(problem, train)
+    if L.kind == "pad":
+        return train, test
+    return data_mod.Dataset(L(train.X), train.c), data_mod.Dataset(L(test.X), test.c)
+
+
+def lifting_of(problem, train=None):
+    """The problem's :class:`ocdl.lifting.Lifting`, built from its training features ``train``
+    (default: the problem's data)."""
+    from ocdl import lifting
+
+    if train is None:
+        train, _ = data_mod.make(problem.data)
+    net = problem.network
+    return lifting.make(net.lift or "pad", problem.width(train.dim), train.X, net.lift_seed or 0)
 
 
 def initial_params(problem, d: int, init=None, K: int = 2) -> dict:
@@ -139,7 +158,7 @@ def evaluate(problem, params: Mapping[str, np.ndarray], engine: str | None = Non
     at ``params`` (dict of arrays), computed by ``engine`` (default: the problem's)."""
     _check_problem(problem)
     eng = engines_mod.get(engine or problem.solver.backend)
-    train, test = data_mod.make(problem.data)
+    train, test = lifted_data(problem)
     d = problem.width(train.dim)
     prm = problem_mod.check_params(problem, params, d, K=problem_mod.classes(problem, train))
     return eng.evaluate(problem, prm, (train, test))
@@ -155,6 +174,8 @@ def states(problem, params: Mapping[str, np.ndarray], X, engine: str | None = No
     except (TypeError, ValueError):  # ragged
         n = 0
     X = data_mod.from_arrays(X, np.zeros(n), "X").X
+    if problem.network.lift not in (None, "pad"):
+        X = lifting_of(problem)(X)
     d = problem.width(X.shape[1])
     return eng.states(problem, problem_mod.check_params(problem, params, d), X)
 

@@ -226,12 +226,10 @@ def make(spec) -> tuple[Dataset, Dataset]:
 
 
 def lift(X: np.ndarray, d: int) -> np.ndarray:
-    """Zero-pad points from their dimension to the network width d (the 'lift')."""
-    if X.shape[1] > d:
-        raise OcdlError(f"network width {d} is smaller than the data dimension {X.shape[1]}")
-    if X.shape[1] == d:
-        return X
-    return np.concatenate([X, np.zeros((X.shape[0], d - X.shape[1]))], axis=1)
+    """Zero-pad points from their dimension to the network width d (:func:`ocdl.lifting.pad`)."""
+    from ocdl.lifting import pad
+
+    return pad(X, d)
 
 
 def from_arrays(X, c, source: str = "data") -> Dataset:

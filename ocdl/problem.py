@@ -112,7 +112,9 @@ class NetworkSpec:
     (T = N h), width d (None: the data's dimension), activation, control layout, and the choices
     the preset leaves open: time-step treatment, vector ``field`` and ``layer`` form (None: the
     preset's). ``allow_inconsistent`` lets a solve train a Runge–Kutta network whose tableau is
-    inconsistent (Σ b_i ≠ 1, ODE order 0), which :func:`check_consistent` refuses otherwise."""
+    inconsistent (Σ b_i ≠ 1, ODE order 0), which :func:`check_consistent` refuses otherwise.
+    ``lift``: the fixed map from the features to y^[0] (:mod:`ocdl.lifting`: "pad", the default,
+    "random" with ``lift_seed`` (default 0), "pca")."""
 
     family: str = "rk"
     tableau: Any = "rk4"
@@ -126,6 +128,8 @@ class NetworkSpec:
     field: str | None = None
     layer: str | None = None
     allow_inconsistent: bool | None = None
+    lift: str | None = None
+    lift_seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -418,7 +422,7 @@ _FIELD_TYPES = {
     "network": {
         "family": str, "tableau": "tableau", "layers": int, "h": float, "T": float, "width": int,
         "activation": str, "controls": str, "time_steps": str, "field": str, "layer": str,
-        "allow_inconsistent": bool,
+        "allow_inconsistent": bool, "lift": str, "lift_seed": int,
     },
     "classifier": {"trainable": bool, "W": tuple, "mu": float, "classes": int},
     "objective": {"loss": str, "mean": bool, "tikhonov": dict, "smooth": float},
@@ -519,6 +523,10 @@ def validate(p: Problem) -> None:
         raise OcdlError(f"network: h = {net.h} and T = {net.T} disagree for {net.layers} layers (T = N h)")
     if net.width is not None and net.width < 1:
         raise OcdlError(f"network.width: must be ≥ 1, got {net.width}")
+    from ocdl import lifting
+
+    if net.lift is not None:
+        _choice(net.lift, lifting.KINDS, "network.lift")
     _check_network_choices(net)
     _choice(obj.loss, tuple(loss_mod.LOSSES), "objective.loss")
     for k, v in dict(obj.tikhonov).items():
