@@ -164,9 +164,11 @@ def evaluate(problem, params: Mapping[str, np.ndarray], engine: str | None = Non
     return eng.evaluate(problem, prm, (train, test))
 
 
-def states(problem, params: Mapping[str, np.ndarray], X, engine: str | None = None) -> np.ndarray:
+def states(problem, params: Mapping[str, np.ndarray], X, engine: str | None = None,
+           lifted: bool = False) -> np.ndarray:
     """The layer states y^[0], …, y^[N] of the points ``X`` (m × dim) at ``params``, by ``engine``
-    (default: the problem's): an array (N+1, m, d)."""
+    (default: the problem's): an array (N+1, m, d). ``lifted``: X are already mapped by the
+    problem's lifting (the features of the data sets a solve sees), else it is applied here."""
     _check_problem(problem)
     eng = engines_mod.get(engine or problem.solver.backend)
     try:
@@ -174,7 +176,7 @@ def states(problem, params: Mapping[str, np.ndarray], X, engine: str | None = No
     except (TypeError, ValueError):  # ragged
         n = 0
     X = data_mod.from_arrays(X, np.zeros(n), "X").X
-    if problem.network.lift not in (None, "pad"):
+    if not lifted and problem.network.lift not in (None, "pad"):
         X = lifting_of(problem)(X)
     d = problem.width(X.shape[1])
     return eng.states(problem, problem_mod.check_params(problem, params, d), X)

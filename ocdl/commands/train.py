@@ -34,7 +34,12 @@ def add_problem_arguments(p):
     g.add_argument("--layers", type=int, default=15, help="number of layers N (default 15)")
     g.add_argument("--h", type=float, help="step size (default 0.1 for rk/monotone, 1/N otherwise)")
     g.add_argument("--T", type=float, help="final time T = N h")
-    g.add_argument("--width", type=int, help="state dimension d (zero-padding lift of the input)")
+    g.add_argument("--width", type=int, help="state dimension d (default: the input dimension)")
+    g.add_argument("--lift", choices=("pad", "random", "pca"),
+                   help="map from the features to y^[0]: pad (zero-padding to d ≥ the input dimension; default) | "
+                        "random (a seeded orthonormal projection or embedding) | pca (the d leading principal "
+                        "directions of the training features, d ≤ the input dimension)")
+    g.add_argument("--lift-seed", type=int, help="seed of the random lift (default 0)")
     g.add_argument("--activation", default="tanh", help=f"σ: {' | '.join(activations.names())} (default tanh)")
     g.add_argument("--controls", default="per-layer", choices=P.CONTROLS,
                    help="per-layer: one (K_j, β_j) shared by the stages of a layer (default) | per-stage: one per stage")
@@ -47,8 +52,11 @@ def add_problem_arguments(p):
                    help="train the classifier W, μ (default) or keep them fixed at --W/--mu")
     g.add_argument("--W", type=float, nargs="+", help="classifier weights (initial, or fixed)")
     g.add_argument("--mu", type=float, help="classifier bias (initial, or fixed)")
+    g.add_argument("--classes", type=int, help="K, the number of classes (default: 1 + the largest training label); "
+                                               "K ≥ 3: W ∈ R^{K×d}, μ ∈ R^K and the softmax hypothesis")
     g.add_argument("--loss", default="squared", choices=P.LOSSES,
-                   help="squared: ½(S(z) − c)² with the logistic S (default) | logistic: the cross-entropy")
+                   help="squared: ½(S(z) − c)² with the logistic S, ½‖softmax(z) − e_c‖² for K classes (default) | "
+                        "logistic, cross-entropy (the same): −log S or −log softmax(z)_c")
     g.add_argument("--mean", action="store_true", help="divide the loss by the number of samples")
     g.add_argument("--reg-tikhonov", type=float, default=0.0, help="Tikhonov weight on every trained parameter")
     for k in P.PARAM_KEYS:
@@ -91,8 +99,10 @@ def problem_from_args(a) -> P.Problem:
             width=a.width, activation=a.activation, controls=a.controls, time_steps=a.time_steps,
             field=getattr(a, "field", None), layer=getattr(a, "layer", None),
             allow_inconsistent=True if getattr(a, "allow_inconsistent", False) else None,
+            lift=getattr(a, "lift", None), lift_seed=getattr(a, "lift_seed", None),
         ),
-        classifier=P.ClassifierSpec(trainable=a.classifier == "trainable", W=tuple(a.W) if a.W else None, mu=a.mu),
+        classifier=P.ClassifierSpec(trainable=a.classifier == "trainable", W=tuple(a.W) if a.W else None, mu=a.mu,
+                                    classes=getattr(a, "classes", None)),
         objective=P.ObjectiveSpec(loss=a.loss, mean=a.mean, tikhonov=tik, smooth=a.reg_smooth),
         init=P.InitSpec(seed=a.init_seed, beta=a.beta_init, mu=a.mu_init),
         solver=P.SolverSpec(backend=a.backend, name=a.solver or _default_solver(a.backend),
