@@ -4,11 +4,11 @@ Unknowns z = (θ, Y^[1..N], p^[1..N] [, ν]). With H(y, p, u) = pᵀ f(y, u) and
 the forward step, the equations are (all samples, explicit tableaux):
 
     Y^[j+1] − Ψ_j(Y^[j]; u_j, h_j) = 0                              forward sweep, (A, b)
-    p^[N] − ℓ'(W y^[N] + μ, c) W [/m] = 0                           terminal condition
+    p^[N] − Wᵀ ℓ'(W y^[N] + μ, c) [/m] = 0                          terminal condition
     p^[j] − p^[j+1] − h_j Σ_i b_i ∂_y H(Y_i, P_i, u_{j,i}) = 0     backward sweep with the partner
         P_i = p^[j+1] + h_j Σ_l (b_l − ã_il) ∂_y H(Y_l, P_l, u_{j,l})     (Ã, b), j = 1 … N−1
     Σ_n h_j Σ_i b_i ∂_u H(Y_i, P_i, u_{j,i}) + ∂R/∂u_j = 0          stationarity in K, β
-    Σ_n ℓ'(z_n) y_n^[N] [/m] + ∂R/∂W = 0,  Σ_n ℓ'(z_n) [/m] + ∂R/∂μ = 0
+    Σ_n ℓ'(z_n) y_n^[N]ᵀ [/m] + ∂R/∂W = 0,  Σ_n ℓ'(z_n) [/m] + ∂R/∂μ = 0   (ℓ' ∈ R^K for K classes)
     Σ_n Σ_i b_i ⟨P_i, F_i⟩ + ∂R/∂h_j (+ ν) = 0,  (Σ_j h_j − T = 0)    learned steps (simplex)
 
 (:meth:`.discretisation.RKScheme.costate`; the unscaled form where some b_i = 0; family 'net' uses
@@ -71,8 +71,10 @@ class HamiltonianBVP:
         W = net.fixed_or_trained(theta, "W", base)
         mu = net.fixed_or_trained(theta, "mu", base)
         scale = 1.0 / m if problem.objective.mean else 1.0
-        dl = net.dloss.map(m)(Ys[N], W, mu, ca.DM(nlp.c)) * scale  # 1 × m
-        bwd = [ca.vec(ps[N] - ca.mtimes(W, dl))]
+        dl = net.dloss.map(m)(Ys[N], W, mu, ca.DM(nlp.c)) * scale  # 1 × m (K × m for K classes)
+        two = net.K == 2
+        Wt = W if two else ca.reshape(W, d, net.K)  # Wᵀ (W is row-major in θ)
+        bwd = [ca.vec(ps[N] - ca.mtimes(Wt, dl))]
         gK, gb, gh = [], [], []
         for j in range(N - 1, -1, -1):
             pj, _, gU, ghj = ham(Ys[j], ps[j + 1], nlp.U[j], nlp.h[j], nlp.t[j])
@@ -82,7 +84,7 @@ class HamiltonianBVP:
             gK.insert(0, ca.vertcat(*[col[: d * d] for col in cols]))
             gb.insert(0, ca.vertcat(*[col[d * d:] for col in cols]))
             gh.insert(0, ghj)
-        grad = {"K": ca.vertcat(*gK), "beta": ca.vertcat(*gb), "W": ca.mtimes(Ys[N], dl.T), "mu": ca.sum2(dl),
+        grad = {"K": ca.vertcat(*gK), "beta": ca.vertcat(*gb), "W": ca.vec(ca.mtimes(Ys[N], dl.T)), "mu": ca.sum2(dl),
                 "h": ca.vertcat(*gh)}
         if self.simplex:
             grad["h"] = grad["h"] + nu_

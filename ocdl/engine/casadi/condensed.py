@@ -155,11 +155,12 @@ class ReducedHessian:
         return sw.E, sw.g, sw.H
 
     def classifier(self, theta):
-        """(W, μ) at θ: the trained entries from θ, the fixed ones from the NLP's base."""
+        """(W, μ) at θ: the trained entries from θ, the fixed ones from the NLP's base (W flat;
+        μ a float for two classes, a K-vector for K)."""
         L, nlp = self.layout, self.nlp
         W = theta[L.slices["W"]] if "W" in L.keys else np.asarray(nlp.base["W"], dtype=np.float64).reshape(-1)
-        mu = float(theta[L.slices["mu"]][0]) if "mu" in L.keys else float(np.asarray(nlp.base["mu"]).reshape(-1)[0])
-        return W, mu
+        mu = theta[L.slices["mu"]] if "mu" in L.keys else np.asarray(nlp.base["mu"], dtype=np.float64).reshape(-1)
+        return W, (float(mu[0]) if nlp.K == 2 else mu)
 
     def simulate(self, theta):
         """The states y^[0..N] of the forward sweep at θ, each (m, d)."""
@@ -184,7 +185,7 @@ class ReducedHessian:
         nth, nw, nc = theta.size, self.nw, self.cidx.size
         states = self.simulate(theta) if states is None else states
         W, mu = self.classifier(theta)
-        self.loss_derivs(states[N], W, mu, nlp.c)
+        self.loss_derivs(states[N], W, mu, nlp.c.T)  # samples as rows, like the states
         dldy = self.loss_derivs.res[0].reshape(m, d).copy()  # ∂ℓ/∂y^[N] (scaled like the objective)
         Lz = self.loss_derivs.matrices(1, self.nz, self.nz)
         loss = float(self.loss_derivs.res[2][0])

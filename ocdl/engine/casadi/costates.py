@@ -78,16 +78,20 @@ def from_multipliers(nlp, x, lam_g) -> dict:
 
 
 def terminal_costate(nlp, theta, yN) -> np.ndarray:
-    """p^[N] = ℓ'(z) W with z = W y^[N] + μ (÷ m for the mean loss), one row per sample (m × d),
-    in numbers. (The Hamiltonian BVP states the same condition as an equation in CasADi symbols.)"""
+    """p^[N] = Wᵀ ℓ'(z) with z = W y^[N] + μ (÷ m for the mean loss), one row per sample (m × d),
+    in numbers (ℓ'(z) ∈ R^K for K classes). (The Hamiltonian BVP states the same condition as an
+    equation in CasADi symbols.)"""
     net, m = nlp.net, nlp.m
     th = ca.DM(theta)
     W = np.array(ca.DM(net.fixed_or_trained(th, "W", nlp.base))).reshape(-1)
-    mu = float(ca.DM(net.fixed_or_trained(th, "mu", nlp.base)))
-    g = np.array(net.dloss.map(m)(yN, W, mu, nlp.c)).reshape(-1)
+    mu = np.array(ca.DM(net.fixed_or_trained(th, "mu", nlp.base))).reshape(-1)
+    mu = float(mu[0]) if net.K == 2 else mu
+    g = np.array(net.dloss.map(m)(yN, W, mu, nlp.c))
+    if net.K == 2:
+        g = g.reshape(-1)
     if nlp.problem.objective.mean:
         g = g / m
-    return g[:, None] * W[None, :]
+    return net.terminal_costate(W, g)
 
 
 def backward_sweep(nlp, theta, states=None, adjoint=None) -> dict:

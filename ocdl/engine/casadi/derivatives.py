@@ -108,15 +108,17 @@ def layer_symbols(nlp) -> dict:
 
 
 def loss_symbols(nlp) -> dict:
-    """One sample's loss term as SX: ℓ(W·y + μ, c) [/m] in y, W, μ, c; ζ = (y, the trained ones of
-    W, μ); cidx, the θ positions of those trained classifier entries."""
+    """One sample's loss term as SX: ℓ(W·y + μ, c) [/m] in y, W, μ, c (K classes: W flat in θ's
+    row-major order, μ and the one-hot c K-vectors); ζ = (y, the trained ones of W, μ); cidx, the
+    θ positions of those trained classifier entries."""
     net, L, d, m = nlp.net, nlp.layout, nlp.d, nlp.m
     cls = [k for k in ("W", "mu") if k in L.keys]
     cidx = (np.concatenate([np.arange(L.slices[k].start, L.slices[k].stop) for k in cls]) if cls
             else np.zeros(0, dtype=np.int64))
-    yv, cv = ca.SX.sym("y", d), ca.SX.sym("c")
-    Wv = ca.SX.sym("W", d) if "W" in L.keys else ca.SX.sym("W_fixed", d)
-    muv = ca.SX.sym("mu") if "mu" in L.keys else ca.SX.sym("mu_fixed")
+    nW, nmu = (d, 1) if net.K == 2 else (net.K * d, net.K)  # W flat in θ's order, μ, the target
+    yv, cv = ca.SX.sym("y", d), ca.SX.sym("c", nmu)
+    Wv = ca.SX.sym("W", nW) if "W" in L.keys else ca.SX.sym("W_fixed", nW)
+    muv = ca.SX.sym("mu", nmu) if "mu" in L.keys else ca.SX.sym("mu_fixed", nmu)
     zeta = ca.vertcat(yv, *([Wv] if "W" in L.keys else []), *([muv] if "mu" in L.keys else []))
     scale = 1.0 / m if nlp.problem.objective.mean else 1.0
     return {"y": yv, "W": Wv, "mu": muv, "c": cv, "zeta": zeta, "cidx": cidx,

@@ -67,8 +67,8 @@ def _inputs(problem, train, params0):
         raise OcdlError(f"the CasADi engine was asked to solve a problem for backend {problem.solver.backend!r}")
     if problem.dtype != "float64":
         raise OcdlError("the CasADi engine computes in float64; set dtype = 'float64'")
-    d = int(np.asarray(params0["W"]).shape[0])
-    params0 = problem_mod.check_params(problem, params0, d, source="initial parameters")
+    d, K = problem_mod.dims(params0)
+    params0 = problem_mod.check_params(problem, params0, d, source="initial parameters", K=K)
     X = np.asarray(train.X, dtype=np.float64)
     if not np.all(np.isfinite(X)):
         raise OcdlError("data: features contain NaN or inf")
@@ -191,8 +191,8 @@ def solve(problem, train, test, params0, *, log=print, quiet=False) -> SolveResu
 
 def _reduced_nlp(problem, params, X, c=None):
     """(the reduced NLP on the points X with labels c, θ of ``params``)."""
-    d = int(np.asarray(params["W"]).shape[0])
-    params = problem_mod.check_params(problem, params, d)
+    d, K = problem_mod.dims(params)
+    params = problem_mod.check_params(problem, params, d, K=K)
     Y0 = lift(np.asarray(X, dtype=np.float64), d).T.copy()
     c = np.zeros(Y0.shape[1]) if c is None else np.asarray(c, dtype=np.float64)
     nlp = NetworkNLP(problem, Y0, c, params, "reduced")
@@ -209,14 +209,16 @@ def _value_gradient(nlp, theta):
 
 def gradient(problem, params, X, c):
     """(E, ∇E over ``problem.trainable()``) by CasADi reverse-mode AD of the reduced objective at
-    NumPy ``params``; X are data points (lifted to d = params['W'].shape[0])."""
+    NumPy ``params``; X are data points (lifted to the width d of :func:`ocdl.problem.dims`),
+    c their labels (class numbers; one-hot targets are built here for K ≥ 3 classes)."""
     return _value_gradient(*_reduced_nlp(problem, params, X, c))
 
 
 def evaluate(problem, params, train, test):
     """:class:`~ocdl.result.Evaluation` at NumPy ``params`` by CasADi: E and ∇E by reverse-mode AD
     of the reduced objective, y^[N] by the forward sweep, E_test the same objective on the test
-    set; accuracy the fraction of samples with [W y^[N] + μ > 0] = c."""
+    set; accuracy the fraction of samples with [W y^[N] + μ > 0] = c (two classes), or with
+    argmax_k (W y^[N] + μ)_k = c (K classes, the first maximum)."""
     from ocdl.result import Evaluation
 
     nlp, theta = _reduced_nlp(problem, params, train.X, train.c)
@@ -224,11 +226,16 @@ def evaluate(problem, params, train, test):
     E, grads = _value_gradient(nlp, theta)
     gflat = np.concatenate([g.reshape(-1) for g in grads.values()])
     E_test = float(ca.Function("f", [nlp_test.theta], [nlp_test.f])(theta))
-    W, mu = np.asarray(params["W"], dtype=np.float64), float(params["mu"])
+    W, mu = np.asarray(params["W"], dtype=np.float64), np.asarray(params["mu"], dtype=np.float64)
+    two = problem_mod.dims(params)[1] == 2
 
     def accuracy(YN, c):
-        z = W @ YN + mu
-        return float(np.mean((z > 0).astype(np.float64) == np.asarray(c, dtype=np.float64)))
+        c = np.asarray(c, dtype=np.float64)
+        if two:
+            z = W @ YN + float(mu)
+            return float(np.mean((z > 0).astype(np.float64) == c))
+        z = W @ YN + mu[:, None]
+        return float(np.mean(np.argmax(z, 0) == c))
 
     YN, YN_test = nlp.simulate(theta)[0][-1], nlp_test.simulate(theta)[0][-1]
     return Evaluation(objective=E, test_objective=E_test, gradient=grads,

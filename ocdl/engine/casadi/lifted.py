@@ -128,7 +128,7 @@ class LiftedSQP:
     def merit_terms(self, theta, states):
         """(f, the defects g_j = Y^[j+1] − Ψ_j(Y^[j]), each (m, d)) at x = (θ, Y)."""
         W, mu = self.rh.classifier(theta)
-        self.rh.loss_derivs(states[self.N], W, mu, self.nlp.c)
+        self.rh.loss_derivs(states[self.N], W, mu, self.nlp.c.T)
         f = float(self.rh.loss_derivs.res[2][0]) + float(self.rh.R(theta))
         if not self.lifted:
             return f, [np.zeros((self.m, self.d))] * self.N

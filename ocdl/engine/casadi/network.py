@@ -7,7 +7,11 @@ Per sample (column convention, y ∈ R^d), with u = (vec_row(K), β) ∈ R^{d²+
     layer(y, U, h, t)   one layer Ψ: an RK step of f (:mod:`.discretisation`), or for family 'net'
                         Ψ(y) = σ(K y + β) (no skip, no h)
     loss(y, W, μ, c)    ℓ(W·y + μ, c) (:mod:`ocdl.loss`); divided by m for a mean loss
-    dloss(y, W, μ, c)   ∂ℓ/∂z (the terminal costate is p^[N] = ∂ℓ/∂z · W)
+    dloss(y, W, μ, c)   ∂ℓ/∂z (the terminal costate is p^[N] = Wᵀ ∂ℓ/∂z)
+
+Two classes: W ∈ R^d, μ and the label c ∈ {0, 1} scalars, z = W·y + μ. K ≥ 3 classes: W the
+K×d matrix flattened row-major (C order, as θ holds it: entry k·d + i is W_{k,i}), μ ∈ R^K, c the
+one-hot target e_c ∈ R^K, z = W y + μ ∈ R^K and ∂ℓ/∂z ∈ R^K.
 
 θ holds the trained keys of ``problem.trainable()`` in that order, each flattened in C order
 (K row-major, as in NumPy); untrained keys stay constants taken from the given parameters.
@@ -21,6 +25,7 @@ import numpy as np
 
 from ocdl import fields, loss as loss_mod, regulariser, xp as xp_mod
 from ocdl.engine.casadi.discretisation import RKScheme
+from ocdl.errors import OcdlError
 from ocdl.problem import PARAM_KEYS, Problem
 
 
@@ -46,10 +51,10 @@ def casadi_xp():
 class ParamLayout:
     """Offsets of the trained keys in θ, and the packing/unpacking of NumPy parameter dicts."""
 
-    def __init__(self, problem: Problem, d: int):
-        self.problem, self.d = problem, d
+    def __init__(self, problem: Problem, d: int, classes: int = 2):
+        self.problem, self.d, self.K = problem, d, int(classes)
         self.keys = problem.trainable()
-        self.shapes = problem.param_shapes(d)
+        self.shapes = problem.param_shapes(d, self.K)
         self.slices, off = {}, 0
         for k in self.keys:
             n = int(np.prod(self.shapes[k], dtype=int))
@@ -70,10 +75,10 @@ class ParamLayout:
 
     def symbolic(self, theta, base) -> dict:
         """Per key, a NumPy object array of CasADi scalars (trained, from θ) or floats (fixed).
-        ``mu`` is given shape (1,) so that ``.sum()`` works on it."""
+        ``mu`` of two classes is given shape (1,) so that ``.sum()`` works on it."""
         out = {}
         for k in PARAM_KEYS:
-            shape = self.shapes[k] if k != "mu" else (1,)
+            shape = self.shapes[k] if k != "mu" or self.K != 2 else (1,)
             arr = np.empty(int(np.prod(shape, dtype=int)), dtype=object)
             if k in self.keys:
                 sl = self.slices[k]
@@ -88,9 +93,9 @@ class ParamLayout:
 class CasadiNetwork:
     """The per-sample CasADi functions of a problem's network (see the module docstring)."""
 
-    def __init__(self, problem: Problem, d: int):
-        self.problem, self.d = problem, d
-        self.layout = ParamLayout(problem, d)
+    def __init__(self, problem: Problem, d: int, classes: int = 2):
+        self.problem, self.d, self.K = problem, d, int(classes)
+        self.layout = ParamLayout(problem, d, self.K)
         self.has_skip = problem.has_skip
         self.N = problem.N
         self.tableau = problem.tableau
@@ -119,11 +124,36 @@ class CasadiNetwork:
                 yy, UU, hh, tt = ca.MX.sym("y", d), ca.MX.sym("U", self.nu, self.s), ca.MX.sym("h"), ca.MX.sym("t")
                 y_next = self.scheme.update(yy, self.stages(yy, UU, hh, tt), hh)
                 self.layer = ca.Function("layer", [yy, UU, hh, tt], [y_next], ["y", "U", "h", "t"], ["y_next"])
-        W, mu, c = ca.SX.sym("W", d), ca.SX.sym("mu"), ca.SX.sym("c")
-        z = ca.dot(W, y) + mu
+        K = self.K
+        if K == 2:
+            W, mu, c = ca.SX.sym("W", d), ca.SX.sym("mu"), ca.SX.sym("c")
+            z = ca.dot(W, y) + mu
+        else:  # W row-major in θ: reshape (column-major) to d×K gives Wᵀ
+            W, mu, c = ca.SX.sym("W", K * d), ca.SX.sym("mu", K), ca.SX.sym("c", K)
+            z = ca.mtimes(ca.reshape(W, d, K).T, y) + mu
         kind = problem.objective.loss
-        self.loss = ca.Function("loss", [y, W, mu, c], [loss_mod.pointwise(kind, z, c, xp)], ["y", "W", "mu", "c"], ["l"])
-        self.dloss = ca.Function("dloss", [y, W, mu, c], [loss_mod.dpointwise(kind, z, c, xp)], ["y", "W", "mu", "c"], ["dl"])
+        self.loss = ca.Function("loss", [y, W, mu, c], [loss_mod.pointwise(kind, z, c, xp, K)], ["y", "W", "mu", "c"], ["l"])
+        self.dloss = ca.Function("dloss", [y, W, mu, c], [loss_mod.dpointwise(kind, z, c, xp, K)], ["y", "W", "mu", "c"], ["dl"])
+
+    # ------------------------------------------------------------------ labels
+    def targets(self, c) -> np.ndarray:
+        """The labels as the loss takes them, one column per sample: c (1 × m) for two classes,
+        the one-hot e_c (K × m) for K; labels outside 0 … K−1 are refused with one line."""
+        c = np.asarray(c, dtype=np.float64).reshape(-1)
+        if self.K == 2:
+            return c.reshape(1, -1)
+        idx = c.astype(np.int64)
+        if not (np.all(idx == c) and np.all((idx >= 0) & (idx < self.K))):
+            bad = c[(idx != c) | (idx < 0) | (idx >= self.K)][0]
+            raise OcdlError(f"data: label {bad:g} is not a class number 0 … {self.K - 1}")
+        return np.eye(self.K)[:, idx]
+
+    def terminal_costate(self, W, dl) -> np.ndarray:
+        """p^[N] = Wᵀ ∂ℓ/∂z per sample (m × d) from W (θ's entries, flat) and ∂ℓ/∂z (nc × m)."""
+        W, dl = np.asarray(W, dtype=np.float64).reshape(-1), np.asarray(dl, dtype=np.float64)
+        if self.K == 2:
+            return dl.reshape(-1)[:, None] * W[None, :]
+        return dl.T @ W.reshape(self.K, self.d)
 
     # ------------------------------------------------------------------ parameters in θ
     def K_beta(self, u):

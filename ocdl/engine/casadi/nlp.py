@@ -5,7 +5,10 @@ Full space, stages eliminated (explicit tableaux, the default):
 
     x = (θ, Y^[1], …, Y^[N]),   Y^[j] ∈ R^{d×m} (samples as columns),
     g_j = Y^[j+1] − Ψ_j(Y^[j]; U_j, h_j) = 0,   j = 0, …, N−1  (Ψ_j: one RK step, all samples),
-    f = Σ_n ℓ(W y_n^[N] + μ, c_n) [/m] + R(θ).
+    f = Σ_n ℓ(W y_n^[N] + μ, c_n) [/m] + R(θ)
+
+(two classes: W ∈ R^d, c_n ∈ {0, 1}; K ≥ 3: W ∈ R^{K×d}, μ ∈ R^K, the one-hot targets e_{c_n},
+:mod:`.network`).
 
 Full space with stage slopes as variables (implicit tableaux, or ``stages='variables'``):
 
@@ -26,18 +29,20 @@ import numpy as np
 
 from ocdl.engine.casadi.network import CasadiNetwork, compiled
 from ocdl.errors import OcdlError
-from ocdl.problem import Problem
+from ocdl.problem import Problem, dims
 
 FORMULATIONS = ("full", "reduced")
 STAGES = ("auto", "eliminated", "variables")
 
 
 class NetworkNLP:
-    """The NLP of ``problem`` on lifted inputs Y0 (d×m) and labels c (m,).
+    """The NLP of ``problem`` on lifted inputs Y0 (d×m) and labels c (m,: the class numbers).
 
-    ``base`` supplies the untrained parameters (W, μ when the classifier is fixed; h when fixed).
+    ``base`` supplies the untrained parameters (W, μ when the classifier is fixed; h when fixed)
+    and the number of classes K (:func:`ocdl.problem.dims` of its W).
     Attributes: ``x, f, g`` (MX), ``lbx, ubx, lbg, ubg`` (NumPy), ``net`` (:class:`CasadiNetwork`),
-    ``layout`` (θ's layout), ``blocks`` (where each layer's constraints and variables sit).
+    ``layout`` (θ's layout), ``blocks`` (where each layer's constraints and variables sit),
+    ``labels`` (m,) and ``c`` the targets (1 × m labels, or the K × m one-hot matrix).
     """
 
     def __init__(self, problem: Problem, Y0: np.ndarray, c: np.ndarray, base: dict,
@@ -50,8 +55,10 @@ class NetworkNLP:
         d, m = Y0.shape
         self.d, self.m = d, m
         self.Y0 = np.asarray(Y0, dtype=np.float64)
-        self.c = np.asarray(c, dtype=np.float64).reshape(1, m)
-        self.net = net = CasadiNetwork(problem, d)
+        self.K = dims(base)[1]
+        self.net = net = CasadiNetwork(problem, d, self.K)
+        self.labels = np.asarray(c, dtype=np.float64).reshape(m)
+        self.c = net.targets(self.labels)
         self.layout = L = net.layout
         self.formulation = formulation
         explicit = not net.has_skip or net.scheme.explicit
