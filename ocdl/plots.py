@@ -82,25 +82,62 @@ def draw_transformed(ax, problem, params, data):
     draw_points(ax, yN, data.c, params["W"], params["mu"])
 
 
+def _values(history, key):
+    """history[key] as floats (a null of a strict metrics.json: NaN, not drawn)."""
+    return np.array([np.nan if v is None else v for v in history.get(key) or []], dtype=float)
+
+
+def has_accuracy(history) -> bool:
+    return bool(history.get("eval_iteration")) and bool(history.get("train_accuracy"))
+
+
 def draw_curves(ax_obj, ax_acc, history, label=None, color=None):
-    """Objective (log scale) and accuracy against iterations: train solid, test dashed."""
+    """Objective (log scale) and accuracy against iterations: train solid, test dashed — each only
+    where the history holds it (a CasADi run records the objective alone); ``ax_acc`` may be None."""
     it = np.asarray(history.get("iteration", []))
-    E = np.asarray(history.get("objective", []), dtype=float)
+    E = _values(history, "objective")
     ev = np.asarray(history.get("eval_iteration", []))
     kw = {"color": color} if color else {}
     if len(it):
         ax_obj.plot(it, E, "-", label=label, **kw)
     if len(ev) and history.get("test_objective"):
-        ax_obj.plot(ev, history["test_objective"], "--", **kw)
-    if len(ev) and history.get("train_accuracy"):
-        ax_acc.plot(ev, history["train_accuracy"], "-", label=label, **kw)
-        ax_acc.plot(ev, history["test_accuracy"], "--", **kw)
-    if len(E) and np.all(E[np.isfinite(E)] > 0):
+        ax_obj.plot(ev, _values(history, "test_objective"), "--", **kw)
+    if ax_acc is not None and has_accuracy(history):
+        ax_acc.plot(ev, _values(history, "train_accuracy"), "-", label=label, **kw)
+        if history.get("test_accuracy"):
+            ax_acc.plot(ev, _values(history, "test_accuracy"), "--", **kw)
+    if len(E) and np.any(np.isfinite(E)) and np.all(E[np.isfinite(E)] > 0):
         ax_obj.set_yscale("log")
     ax_obj.set_xlabel("iteration")
     ax_obj.set_ylabel("objective")
-    ax_acc.set_xlabel("iteration")
-    ax_acc.set_ylabel("accuracy")
+    if ax_acc is not None:
+        ax_acc.set_xlabel("iteration")
+        ax_acc.set_ylabel("accuracy")
+
+
+def draw_infeasibility(ax, history):
+    """IPOPT's primal and dual infeasibility per iteration (log scale)."""
+    it = np.asarray(history.get("iteration", []))
+    for key, style, name in (("inf_pr", "-", "primal infeasibility"), ("inf_du", "--", "dual infeasibility")):
+        v = _values(history, key)
+        v[~(v > 0)] = np.nan  # log scale: a 0 (IPOPT's inf_pr at a feasible start) is not drawn
+        if len(v) == len(it) and len(v):
+            ax.plot(it, v, style, color="k", label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("infeasibility")
+    ax.legend(loc="best", fontsize=8)
+
+
+def _class_legend(ax, extra=()):
+    """A legend of the two classes' markers (the colour map's ends) and ``extra`` (handle, label)."""
+    from matplotlib.lines import Line2D
+
+    cmap = plt.get_cmap(CMAP)
+    handles = [Line2D([], [], ls="", marker="o", markersize=5, markerfacecolor=cmap(float(k)), markeredgecolor="k",
+                      markeredgewidth=0.3, label=f"class {k} (train)") for k in (0, 1)]
+    handles += [Line2D([], [], **kw, label=name) for kw, name in extra]
+    ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.8)
 
 
 def draw_timesteps(ax, h, label=None):
@@ -123,18 +160,45 @@ def write_figures(out: Path, problem, params, history, train, test) -> list[str]
 
     fig, ax = plt.subplots(figsize=(5, 5))
     draw_prediction(ax, problem, params, train)
-    ax.set_title(f"prediction ({problem.data.name}, {problem.family})")
+    if train.dim == 2:
+        ax.set_xlabel("feature 1, $x_1$")
+        ax.set_ylabel("feature 2, $x_2$")
+        _class_legend(ax, [({"color": "k", "lw": 1}, "decision boundary S = 1/2")])
+    ax.set_title(f"prediction S(x) on the training set ({problem.data.name}, {problem.family})", fontsize=10)
     save(fig, "prediction.png")
 
     fig, ax = plt.subplots(figsize=(5, 5))
     draw_transformed(ax, problem, params, train)
-    ax.set_title("transformed points y^[N] and classifier")
+    if np.asarray(params["W"]).shape[0] == 2:
+        ax.set_xlabel("$y^{[N]}_1$")
+        ax.set_ylabel("$y^{[N]}_2$")
+    else:
+        ax.set_xlabel(r"$y^{[N]}$ along $W/\|W\|$")
+        ax.set_ylabel(r"$y^{[N]}$, leading orthogonal principal direction")
+    _class_legend(ax, [({"color": "k", "lw": 1}, r"classifier $W\cdot y + \mu = 0$")])
+    ax.set_title("training points after the last layer, $y^{[N]}$", fontsize=10)
     save(fig, "transformed.png")
+    _write_common(problem, params, history, save)
+    return written
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    draw_curves(a1, a2, history)
-    a1.set_title("objective (train solid, test dashed)")
-    a2.set_title("accuracy (train solid, test dashed)")
+
+def _write_common(problem, params, history, save) -> None:
+    """objective.png (the curves the history holds: the objective, and the accuracies where the
+    engine records them, else IPOPT's infeasibilities; titles that say which) and, for learned
+    steps, timesteps.png."""
+    history = history or {}
+    test_obj = bool(history.get("eval_iteration")) and bool(history.get("test_objective"))
+    second = "accuracy" if has_accuracy(history) else ("infeasibility" if history.get("inf_pr") else None)
+    fig, axes = plt.subplots(1, 2 if second else 1, figsize=(10, 4) if second else (5.5, 4), squeeze=False)
+    a1 = axes[0, 0]
+    a2 = axes[0, 1] if second else None
+    draw_curves(a1, a2 if second == "accuracy" else None, history)
+    a1.set_title("objective E (train solid, test dashed)" if test_obj else "objective E (training set)")
+    if second == "accuracy":
+        a2.set_title("accuracy (train solid, test dashed)" if history.get("test_accuracy") else "accuracy (train)")
+    elif second == "infeasibility":
+        draw_infeasibility(a2, history)
+        a2.set_title("IPOPT infeasibility")
     save(fig, "objective.png")
 
     if problem.time_steps != "fixed" and problem.has_skip:
@@ -142,4 +206,3 @@ def write_figures(out: Path, problem, params, history, train, test) -> list[str]
         draw_timesteps(ax, params["h"])
         ax.set_title(f"learned time steps ({problem.time_steps}); Σh = {float(np.sum(params['h'])):.4g}")
         save(fig, "timesteps.png")
-    return written
