@@ -18,13 +18,17 @@ CMAP = "coolwarm"
 
 
 def evaluate(problem, params, X, keep_states=False, engine: str | None = None):
-    """Network outputs for points X (m, dim): (probabilities S(z), y^[N] (m, d)[, all states]),
-    z = W y^[N] + μ, by ``engine`` (default: the one the problem names)."""
+    """Network outputs for the (lifted) points X (m, dim): (probabilities, y^[N] (m, d)[, all
+    states]): S(z) of class 1 (m,) for two classes, softmax(z) (m, K) for K, z = W y^[N] + μ, by
+    ``engine`` (default: the one the problem names)."""
     from ocdl import api, loss as loss_mod, xp as xp_mod
 
-    Y = api.states(problem, params, X, engine)
+    Y = api.states(problem, params, X, engine, lifted=True)
     yN = Y[-1]
-    prob = loss_mod.sigmoid(yN @ np.asarray(params["W"]) + float(params["mu"]), xp_mod.NUMPY)
+    W, mu = np.asarray(params["W"]), np.asarray(params["mu"])
+    K = 2 if W.ndim == 1 else W.shape[0]
+    prob = loss_mod.hypothesis((yN @ W.T + mu).T if K != 2 else yN @ W + float(mu), xp_mod.NUMPY, K)
+    prob = prob.T if K != 2 else prob
     out = (prob, yN)
     if keep_states:
         out += (list(Y),)
@@ -39,8 +43,9 @@ def draw_prediction(ax, problem, params, data, resolution=150):
     """S(W y^[N](x) + μ) over a grid of the input plane, with the points coloured by label."""
     lo = data.X.min(0) - 0.2
     hi = data.X.max(0) + 0.2
-    if data.dim != 2:
-        ax.text(0.5, 0.5, f"{data.dim}-D input", ha="center")
+    if data.dim != 2 or problem.network.lift not in (None, "pad"):
+        ax.text(0.5, 0.5, f"{data.dim}-D input" if data.dim != 2 else f"input lifted ({problem.network.lift})",
+                ha="center")
         return
     gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
     prob, _ = evaluate(problem, params, np.stack([gx.ravel(), gy.ravel()], 1))
@@ -147,8 +152,96 @@ def draw_timesteps(ax, h, label=None):
     ax.set_ylabel("h_j")
 
 
+def _side(n: int) -> int | None:
+    """The side of a square image of n pixels (None if n is not a square)."""
+    r = int(round(np.sqrt(n)))
+    return r if r * r == n else None
+
+
+def class_colors(K: int):
+    """One colour per class (matplotlib's tab10, tab20 beyond ten)."""
+    return plt.get_cmap("tab10" if K <= 10 else "tab20")(np.arange(K) % (10 if K <= 10 else 20))
+
+
+def pca2(P: np.ndarray) -> np.ndarray:
+    """The points P (m, d) in their two leading principal coordinates (m, 2), signs fixed so that
+    the largest entry of each direction is positive."""
+    Pc = P - P.mean(0)
+    _, _, Vt = np.linalg.svd(Pc, full_matrices=False)
+    V = Vt[:2].T
+    if V.shape[1] < 2:
+        V = np.concatenate([V, np.zeros((V.shape[0], 2 - V.shape[1]))], 1)
+    V = V * np.where(V[np.abs(V).argmax(0), np.arange(2)] < 0, -1.0, 1.0)
+    return Pc @ V
+
+
+def draw_classes_pca(ax, P, c, K: int, title: str):
+    """The points P in their two leading principal coordinates, coloured by class."""
+    Q, cols = pca2(np.asarray(P, dtype=float)), class_colors(K)
+    for k in range(K):
+        sel = c == k
+        ax.scatter(Q[sel, 0], Q[sel, 1], s=6, color=cols[k], label=str(k), edgecolors="none")
+    ax.set_xlabel("principal coordinate 1")
+    ax.set_ylabel("principal coordinate 2")
+    ax.set_title(title)
+
+
+def sample_per_class(c, K: int, per: int) -> np.ndarray:
+    """The indices of the first ``per`` samples of each class (class by class)."""
+    return np.concatenate([np.flatnonzero(c == k)[:per] for k in range(K)]).astype(int)
+
+
+def draw_image_rows(fig, rows, labels, titles, predicted=None):
+    """One row of images per entry of ``rows`` (each an array (n, pixels) of square images, or
+    of any width, drawn as a strip), the label above each column; columns whose prediction is
+    wrong are marked red."""
+    n = len(labels)
+    axes = fig.subplots(len(rows), n, squeeze=False)
+    for r, (V, title) in enumerate(zip(rows, titles)):
+        side = _side(V.shape[1])
+        for j in range(n):
+            ax = axes[r, j]
+            img = V[j].reshape(side, side) if side else V[j][None, :]
+            ax.imshow(img, cmap="gray_r" if r == 0 else "coolwarm", interpolation="nearest",
+                      aspect="equal" if side else "auto")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                wrong = predicted is not None and predicted[j] != labels[j]
+                ax.set_title(f"{int(labels[j])}" + (f"→{int(predicted[j])}" if wrong else ""),
+                             fontsize=7, color="red" if wrong else "black")
+            if j == 0:
+                ax.set_ylabel(title, fontsize=7)
+    return axes
+
+
+def write_class_figures(out: Path, problem, params, test, save) -> None:
+    """For K ≥ 3 classes: features.png (test images, two per class, above their features y^[N])
+    and transformed.png (y^[0] and y^[N] of the test set in principal coordinates by class)."""
+    from ocdl import data as data_mod
+
+    K = np.asarray(params["W"]).shape[0]
+    idx = sample_per_class(test.c, K, 2)
+    prob, yN, Y = evaluate(problem, params, test.X, keep_states=True)
+    raw = test.X
+    if problem.network.lift not in (None, "pad"):  # the images themselves, not their lifted features
+        raw = data_mod.make(problem.data)[1].X
+    fig = plt.figure(figsize=(max(6, 0.55 * len(idx)), 2.4))
+    draw_image_rows(fig, [raw[idx], yN[idx]], test.c[idx], ["input", "y^[N]"], predicted=prob[idx].argmax(1))
+    fig.suptitle(f"test samples and their features y^[N] ({problem.family}, {problem.N} layers); "
+                 "red: misclassified (label→prediction)", fontsize=8)
+    save(fig, "features.png")
+
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(10, 4.5))
+    draw_classes_pca(a0, Y[0], test.c, K, "test features y^[0]")
+    draw_classes_pca(a1, yN, test.c, K, f"transformed y^[N] ({problem.family})")
+    a1.legend(title="class", fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
+    save(fig, "transformed.png")
+
+
 def write_figures(out: Path, problem, params, history, train, test) -> list[str]:
-    """prediction.png, transformed.png, objective.png and (learned h) timesteps.png."""
+    """prediction.png and transformed.png (two classes) or features.png and transformed.png
+    (K classes), objective.png and (learned h) timesteps.png."""
     out = Path(out)
     written = []
 
@@ -158,6 +251,10 @@ def write_figures(out: Path, problem, params, history, train, test) -> list[str]
         plt.close(fig)
         written.append(name)
 
+    if np.ndim(params["W"]) == 2:
+        write_class_figures(out, problem, params, test, save)
+        _write_common(problem, params, history, save)
+        return written
     fig, ax = plt.subplots(figsize=(5, 5))
     draw_prediction(ax, problem, params, train)
     if train.dim == 2:

@@ -191,3 +191,19 @@ def test_label_faults_in_files(tmp_path, capsys, labels, message):
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("lift", ["pad", "pca"])
+def test_a_digits_run_writes_the_class_figures(tmp_path, capsys, lift):
+    out = tmp_path / "run"
+    rc = main(["train", "--data", "digits", "--n-per-class", "4", "--width", "64" if lift == "pad" else "9",
+               "--lift", lift, "--net", "odenet", "--layers", "2", "--loss", "cross-entropy", "--iterations", "3",
+               "--quiet", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    import json
+
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["status"] == "ok" and {"features.png", "transformed.png", "objective.png", "timesteps.png"} <= set(m["figures"])
+    assert "prediction.png" not in m["figures"]
+    for name in m["figures"]:
+        assert (out / name).stat().st_size > 1000
