@@ -397,14 +397,20 @@ def test_problem_file_mnist_path_relative_to_the_file(tmp_path):
     assert train.n == 30 and test.n == 20
 
 
-@pytest.mark.xfail(strict=True, reason="ocdl/plots.py draws the two-class figures only (K-class figures: issue 16 "
-                                        "item 5); training itself runs, see test_train_digits_api")
 def test_cli_train_digits_end_to_end(tmp_path):
+    import json
+
     out = tmp_path / "run"
     r = cli("train", "--data", "digits", "--n-per-class", "5", "--layers", "2", "--iterations", "3", "--quiet",
             "--out", out)
     assert r.returncode == 0, r.stderr
-    assert (out / "config.toml").is_file() and (out / "metrics.json").is_file()
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["iterations"] == 3
+    assert np.shape(np.load(out / "params.npz")["W"]) == (10, 64)
+    from ocdl import rundir
+
+    back, _, _ = rundir.load(out)
+    assert back.data.name == "digits" and back.data.n_per_class == 5
 
 
 def test_train_digits_api(tmp_path):
