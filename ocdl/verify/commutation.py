@@ -162,7 +162,7 @@ def commutation(inst: Instance, casadi: bool = True, invariant_seed: int = 0) ->
         "stages": tab.s,
         "ode_order": tab.ode_order,
         "oc_order": tab.oc_order,
-        "problem": summary(prob),
+        "problem": {**summary(prob), "n": inst.m, "classes": inst.K},
         "partner_exists": tab.has_partner,
         "E": E_ref,
         "methods": {k: methods[k] for k in (*METHODS, UNSCALED) if k in methods},

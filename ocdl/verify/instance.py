@@ -3,7 +3,10 @@
 States follow the column convention of :mod:`ocdl.fields`: a batch is Y ∈ R^{d×m} (samples are
 columns). The classifier and loss are those of :mod:`ocdl.problem`:
 
-    E = Σ_n ℓ(z_n, c_n) [/ m] + R,   z = W y^[N] + μ,   p^[N] = ∂E/∂y^[N] = W ℓ'(z)ᵀ [/ m].
+    E = Σ_n ℓ(z_n, c_n) [/ m] + R,   z = W y^[N] + μ,   p^[N] = ∂E/∂y^[N] = Wᵀ ℓ'(z) [/ m]
+
+(two classes: W ∈ R^d, z_n and ℓ'(z_n) scalars; K ≥ 3 classes: W ∈ R^{K×d}, z_n, ℓ'(z_n) ∈ R^K
+against the one-hot targets e_{c_n}).
 """
 
 from __future__ import annotations
@@ -72,7 +75,8 @@ def build_problem(base: Problem | None = None, *, tableau: str | None = None, la
 
 @dataclass
 class Instance:
-    """A problem at fixed parameters: Y0 (d×m), labels c (m,), float64 parameters (NumPy)."""
+    """A problem at fixed parameters: Y0 (d×m), labels c (m,: class numbers 0 … K−1), float64
+    parameters (NumPy; K = 2 classes when W is a vector, :func:`ocdl.problem.dims`)."""
 
     problem: Problem
     Y0: np.ndarray
@@ -83,13 +87,17 @@ class Instance:
     # ------------------------------------------------------------------ construction
     @classmethod
     def make(cls, problem: Problem, params: dict | None = None) -> "Instance":
-        """The problem's training set and (unless given) its seeded initial parameters."""
-        train, _ = data_mod.make(problem.data)
+        """The problem's training set (mapped to the width by the problem's lifting, as a solve
+        sees it) and (unless given) its seeded initial parameters."""
+        from ocdl import api
+
+        train, _ = api.lifted_data(problem)
         d = problem.width(train.dim)
         Y0 = np.ascontiguousarray(data_mod.lift(train.X, d).T)
+        K = problem_mod.classes(problem, train)
         if params is None:
-            params = problem_mod.init_params(problem, d)
-        params = problem_mod.check_params(problem, params, d)
+            params = problem_mod.init_params(problem, d, K)
+        params = problem_mod.check_params(problem, params, d, K=K)
         return cls(problem, Y0, train.c.copy(), params)
 
     # ------------------------------------------------------------------ shapes and data
@@ -100,6 +108,11 @@ class Instance:
     @property
     def m(self) -> int:
         return self.Y0.shape[1]
+
+    @property
+    def K(self) -> int:
+        """The number of classes (2: the logistic hypothesis, W a vector)."""
+        return problem_mod.dims(self.params)[1]
 
     @property
     def N(self) -> int:
@@ -132,13 +145,14 @@ class Instance:
         if self._net is None:
             from ocdl.engine.torch.network import TorchNetwork
 
-            self._net = TorchNetwork(self.problem, self.d, device="cpu", dtype="float64")
+            self._net = TorchNetwork(self.problem, self.d, device="cpu", dtype="float64", classes=self.K)
         return self._net
 
     def torch_args(self):
-        """(params, Y0, c) as torch tensors for the engine."""
+        """(params, Y0, c) as torch tensors for the engine (c as the loss takes it: the labels, or
+        the one-hot K × m targets)."""
         net = self.net
-        return net.to_torch(self.params), net.tensor(self.Y0), net.tensor(self.c)
+        return net.to_torch(self.params), net.tensor(self.Y0), net.targets(self.c)
 
     def forward_stages(self):
         """The discrete forward sweep of the engine: states y^[0..N] and, per layer, the stage
@@ -162,12 +176,19 @@ class Instance:
         """(E_loss, p^[N], {∂E/∂W, ∂E/∂μ}) at the final states yN (d×m)."""
         prob = self.problem
         W, mu = self.params["W"], self.params["mu"]
-        z = W @ yN + mu
         kind = prob.objective.loss
         scale = 1.0 / self.m if prob.objective.mean else 1.0
-        E = float(loss_mod.pointwise(kind, z, self.c, xp_mod.NUMPY).sum() * scale)
-        g = loss_mod.dpointwise(kind, z, self.c, xp_mod.NUMPY) * scale
-        return E, np.outer(W, g), {"W": yN @ g, "mu": np.array(g.sum())}
+        K = self.K
+        if K == 2:
+            z = W @ yN + mu
+            E = float(loss_mod.pointwise(kind, z, self.c, xp_mod.NUMPY).sum() * scale)
+            g = loss_mod.dpointwise(kind, z, self.c, xp_mod.NUMPY) * scale
+            return E, np.outer(W, g), {"W": yN @ g, "mu": np.array(g.sum())}
+        z = W @ yN + mu[:, None]  # K × m
+        e = np.eye(K)[:, self.c.astype(np.int64)]  # the one-hot targets
+        E = float(loss_mod.pointwise(kind, z, e, xp_mod.NUMPY, K).sum() * scale)
+        g = loss_mod.dpointwise(kind, z, e, xp_mod.NUMPY, K) * scale  # ∂E/∂z, K × m
+        return E, W.T @ g, {"W": g @ yN.T, "mu": g.sum(1)}
 
     def assemble(self, gK, gb, gh, classifier: dict) -> dict:
         """The gradient over the trained keys: the control parts, the classifier part and ∇R."""

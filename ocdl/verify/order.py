@@ -111,7 +111,7 @@ def errors(tableau: str, Ns=NS, T: float = 1.0, n: int = 20, seed: int = 0) -> d
     out = {"N": list(Ns), "state": [], "costate": [], "gradient": []}
     for N in Ns:
         prob = order_problem(tableau, N, T, n, seed)
-        params = problem_mod.init_params(prob, inst0.d)
+        params = problem_mod.init_params(prob, inst0.d, inst0.K)
         params["W"], params["mu"] = inst0.params["W"], inst0.params["mu"]  # the same classifier for every N
         params["K"], params["beta"], w = ctl.sampled(prob.tableau, N)
         inst = Instance(prob, inst0.Y0, inst0.c, params)

@@ -83,7 +83,7 @@ def format_commutation(res: dict) -> str:
     lines = [
         f"commutation: tableau {res['tableau']}{orders}; family {p['family']}, {p['layers']} layers, "
         f"h = {p['h']:g} (T = {p['T']:g}), {p['controls']} controls, {p['activation']}, "
-        f"{p['data']} (n = {p['n']}), seed {p['seed']}",
+        f"{p['data']} (n = {p['n']}{', %d classes' % p['classes'] if p.get('classes', 2) != 2 else ''}), seed {p['seed']}",
         "gradient of E at the same seeded controls; rel. diff = max over parameter blocks θ of "
         "‖g_θ − g_θ(autograd)‖∞ / ‖g_θ(autograd)‖∞",
         "",
