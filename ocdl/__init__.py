@@ -14,7 +14,8 @@ optimal control problem. Pose one in Python and solve it in either engine::
 Names (imported on first use, so that ``import ocdl`` stays light):
 
     Problem, DataSpec, NetworkSpec, ClassifierSpec, ObjectiveSpec, InitSpec, SolverSpec
-    Tableau, tableau (the registry: ``ocdl.tableau.get("rk4")``), Dataset, datasets (``make``)
+    Tableau, tableau (the registry: ``ocdl.tableau.get("rk4")``), Dataset, datasets (``make``),
+    images (digits, MNIST), lifting (features → y^[0]), fields
     solve, evaluate, states, engines, Result, Evaluation, Engine, OcdlError, load_problem, load_run
 """
 
@@ -46,7 +47,8 @@ _NAMES = {
     "load_problem": ("ocdl.catalogue", "load"),
     "load_run": ("ocdl.rundir", "load"),
 }
-_MODULES = {"tableau": "ocdl.tableau", "datasets": "ocdl.data", "fields": "ocdl.fields"}
+_MODULES = {"tableau": "ocdl.tableau", "datasets": "ocdl.data", "fields": "ocdl.fields", "images": "ocdl.images",
+            "lifting": "ocdl.lifting"}
 
 __all__ = sorted([*_NAMES, *_MODULES, "OcdlError", "__version__"])
 
