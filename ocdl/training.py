@@ -124,11 +124,21 @@ def train(
         metrics.update(run_precision(problem, res.history))
         return metrics
 
+    def recorded_metrics(res: SolveResult, message: str) -> dict:
+        """The metrics of an unfinished snapshot: the last recorded objective and gradient norm
+        (no evaluation: a snapshot of a large run costs no more than writing it)."""
+        hist = res.history or {}
+        quick = {k: None for k in ("objective", "test_objective", "gradient_norm", "gradient_norm_inf",
+                                   "train_accuracy", "test_accuracy")}
+        for k in ("objective", "gradient_norm"):
+            if hist.get(k):
+                quick[k] = hist[k][-1]
+        return {**quick, **res.metrics, **base_metrics(res, "unfinished", message), **run_precision(problem, hist)}
+
     def checkpoint(res: SolveResult) -> None:
-        result = api.finish(problem, engine, res, data, wall(), evaluator)
         it = int(res.metrics.get("iterations", 0))
-        write(res, full_metrics(res, result, "unfinished",
-                                f"checkpoint at iteration {it} of a run still going (continue a stopped run with --resume)"))
+        write(res, recorded_metrics(
+            res, f"checkpoint at iteration {it} of a run still going (continue a stopped run with --resume)"))
 
     lock = None
     if out is not None:
@@ -141,15 +151,8 @@ def train(
         status = "interrupted" if res.interrupted else ("ok" if res.success else "failed")
         if out is not None:
             with DeferSigint():  # parameters, state and history first, fast: a Ctrl-C now comes after it
-                hist = res.history or {}
-                quick = {k: None for k in ("objective", "test_objective", "gradient_norm", "gradient_norm_inf",
-                                           "train_accuracy", "test_accuracy")}
-                for k in ("objective", "gradient_norm"):
-                    if hist.get(k):
-                        quick[k] = hist[k][-1]
-                write(res, {**quick, **res.metrics, **base_metrics(
-                    res, "unfinished", f"{status}: {res.message}; the final evaluation is not written "
-                                       "(ocdl train --resume completes it)"), **run_precision(problem, hist)})
+                write(res, recorded_metrics(res, f"{status}: {res.message}; the final evaluation is not written "
+                                                 "(ocdl train --resume completes it)"))
         try:
             with SigintWins():  # a Ctrl-C inside CasADi's or matplotlib's compiled code stays a Ctrl-C
                 result = api.finish(problem, engine, res, data, time.perf_counter() - t0, evaluator)
