@@ -541,8 +541,9 @@ RUNS = {
     # minibatches: 60 samples in batches of 16, 4 steps an epoch; a case name 'solver+what'
     "sgd+batch": (1500, ["--batch-size", "16", "--lr", "0.05", "--nesterov"]),
     "adam+batch": (1500, ["--batch-size", "16"]),
+    "newton": (60, ["--tol", "0"]),
 }
-SEEDS = {"gd-armijo": 11, "gd-lipschitz": 12, "lbfgs": 13, "adam": 14, "sgd+batch": 15, "adam+batch": 16}
+SEEDS = {"gd-armijo": 11, "gd-lipschitz": 12, "lbfgs": 13, "adam": 14, "sgd+batch": 15, "adam+batch": 16, "newton": 17}
 # snapshots often (each one evaluation and a few fsyncs), so that signals land inside them too
 SNAPSHOTS = ["--checkpoint-every", "40", "--checkpoint-seconds", "0.25"]
 

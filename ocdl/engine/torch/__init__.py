@@ -81,6 +81,19 @@ SOLVER_OPTIONS = {
         "nesterov": Option(False, "Nesterov momentum: θ ← θ − lr (g + μ b) (needs momentum > 0)", _flag),
     },
     "adam": {"lr": Option(1e-2, "torch.optim.Adam learning rate", positive)},
+    # trust-region Newton–CG (ocdl.engine.torch.newton) with exact H·v (ocdl.engine.torch.hessian)
+    "newton": {
+        "tol": Option(1e-10, "stop when ‖∇E‖₂ ≤ tol·max(1, |E|) (‖Z∇E‖ on the simplex face; 0: never)",
+                      nonnegative),
+        "hessian": Option("exact", "curvature products: 'exact' (∇²E·v) or 'gauss-newton' (J_zᵀ H_z J_z v + ∇²R v, "
+                                   "positive semidefinite)", one_of("exact", "gauss-newton")),
+        "radius0": Option(1.0, "initial trust radius Δ₀", positive),
+        "radius_max": Option(1e3, "largest trust radius", positive),
+        "eta": Option(1e-4, "accept a trial when ρ = actual/predicted decrease > eta", _fraction),
+        "forcing": Option(0.5, "CG stops at ‖r‖ ≤ min(forcing, √‖g‖)·‖g‖", _fraction),
+        "cg_max": Option(0, "CG iterations per trial (0: the number of parameters)", count),
+        "max_norm": Option(1e6, "report divergence when ‖θ‖ > max_norm·max(1, ‖θ₀‖)", positive),
+    },
 }
 # the minibatch solvers' own options (ocdl.engine.torch.optim: minibatches, epochs, shuffling)
 MINIBATCH = {
@@ -108,6 +121,7 @@ class TorchEngine(Engine):
         "lbfgs": "torch.optim.LBFGS with a strong-Wolfe search",
         "adam": "torch.optim.Adam (projected for simplex steps); minibatches with batch_size > 0",
         "sgd": "stochastic gradient descent with momentum (optionally Nesterov), minibatches with batch_size > 0",
+        "newton": "trust-region Newton–CG (Steihaug–Toint) with exact Hessian–vector products",
     }
     options = {name: {**opts, **COMMON, **(MINIBATCH if name in ("sgd", "adam") else {})}
                for name, opts in SOLVER_OPTIONS.items()}
@@ -152,6 +166,8 @@ class TorchEngine(Engine):
             s = problem.n_stages if problem.has_skip else 1
             lean = opts.get("gradient", "adjoint") == "adjoint" and problem.solver.name != "lbfgs"
             per = s + 3 if lean else 3 * (s + 1)
+            if problem.solver.name == "newton":  # the recorded sweep and its recorded gradient (ocdl.engine.torch.hessian)
+                per = 6 * (s + 1)
             size = 4 if problem.dtype == "float32" else 8
             B = int(opts.get("batch_size", 0) or 0) if problem.solver.name in ("sgd", "adam") else 0
             cols = B if 0 < B < m else m  # the samples of one gradient

@@ -260,6 +260,11 @@ def optimise(
     A step of adam (or sgd) that makes the objective, its gradient or the step non-finite ends the
     run as diverged (``solver_status`` 'diverged') at the last finite iterate."""
     name = problem.solver.name
+    if name == "newton":
+        from ocdl.engine.torch.newton import newton_cg
+
+        return newton_cg(obj, problem, theta0, iterations, opts, state=state, history=history, log=log,
+                         checkpoint=checkpoint)
     if name == "sgd" or (name == "adam" and 0 < int(opts.get("batch_size", 0)) < obj.Y0.shape[1]):
         return _first_order(obj, problem, theta0, iterations, opts, state=state, history=history, log=log,
                             checkpoint=checkpoint)
