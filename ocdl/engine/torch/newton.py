@@ -65,6 +65,15 @@ class Face:
         self.free = free | (gh - lam < 0)
         self.n_free = int(self.free.sum())
 
+    def release(self, j) -> bool:
+        """Fix the step h_j (at 0) on the face again; False where it is the last free one."""
+        if self.n_free <= 1 or not bool(self.free[j]):
+            return False
+        self.free = self.free.clone()
+        self.free[j] = False
+        self.n_free -= 1
+        return True
+
     def __call__(self, v):
         if self.sl is None:
             return v
@@ -135,19 +144,28 @@ def trial_step(obj, project, theta, E, g, cur, radius, opts):
     """One trust-region trial from θ (nothing of the run changed): a dict with the trial θ⁺, E⁺,
     g⁺, accepted, the new radius, the step length, CG iterations and exit, ρ."""
     face = Face(project, theta, g)
-    gz = face(g)
-    n = int(gz.numel())
-    cg_max = int(opts["cg_max"]) or n
-    gnorm = float(torch.linalg.vector_norm(gz))
-    rtol = min(float(opts["forcing"]), math.sqrt(gnorm))
-    before = cur.products
-    s, Hs, k, how = steihaug(lambda v: face(cur(face(v))), gz, radius, rtol, cg_max)
-    alpha, blocked = face.cut(theta, s)
+    before, k_all = cur.products, 0
+    while True:
+        gz = face(g)
+        cg_max = int(opts["cg_max"]) or int(gz.numel())
+        gnorm = float(torch.linalg.vector_norm(gz))
+        rtol = min(float(opts["forcing"]), math.sqrt(gnorm))
+        s, Hs, k, how = steihaug(lambda v: face(cur(face(v))), gz, radius, rtol, cg_max)
+        k_all += k
+        alpha, blocked = face.cut(theta, s)
+        if blocked is None or alpha > 0.0 or not face.release(blocked):
+            break
+        # a step at 0 released by its multiplier estimate but pushed below 0 by the model: fixed at 0 again
+    k = k_all
     if alpha < 1.0:
         s, Hs = alpha * s, alpha * Hs
     trial = theta + s
     if blocked is not None:
         trial[project.slice.start + blocked] = 0.0
+    if project.slice is not None:  # Σ h = T kept to round-off at every step (no drift over the iterations)
+        h = trial[project.slice]
+        pos = h > 0
+        h[pos] += (project.T - float(h.sum())) / int(pos.sum())
     s = trial - theta
     pred = -(float(g @ s) + 0.5 * float(s @ Hs))
     E_new, g_new = obj.value_grad(trial)
