@@ -81,13 +81,21 @@ def register(bsub):
     p.add_argument("--max-iter", type=int_at_least(0), default=3000,
                    help="iteration limit of the CasADi solves (default 3000)")
     p.add_argument("--repeats", type=int_at_least(1), default=1, help="runs per configuration (medians are reported)")
-    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch L-BFGS comparison")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows (L-BFGS and Newton–CG)")
     p.add_argument("--no-bvp", action="store_true",
                    help="skip Newton on the Hamiltonian BVP from a 1e-3 perturbation of the first formulation's solution")
     p.add_argument("--torch-iterations", type=int_at_least(1), default=5000,
                    help="L-BFGS iteration budget of the PyTorch comparison (default 5000)")
-    p.add_argument("--scaling", choices=("m", "N"),
-                   help="instead: solve time and time per iteration against m or N (first tableau, each formulation)")
+    p.add_argument("--no-newton", action="store_true", help="skip the torch engine's Newton–CG row (torch-newton)")
+    p.add_argument("--scipy", action="store_true",
+                   help="add a row of scipy trust-ncg fed by ocdl's exact H·v (the user's alternative)")
+    p.add_argument("--no-scipy", action="store_true", help="--scaling d: skip the scipy trust-ncg rows")
+    p.add_argument("--ipopt-max-width", type=int_at_least(0), default=16,
+                   help="--scaling d: the largest width that IPOPT (reduced, dense exact Hessian) is run at (default 16)")
+    p.add_argument("--scaling", choices=("m", "N", "d"),
+                   help="instead: solve time and time per iteration against m or N (first tableau, each formulation); "
+                        "d: time to tol against the width (torch-newton, scipy trust-ncg, IPOPT reduced; default "
+                        "d = 2, 8, 16, 32, 64 or --values, at m = --n and N = --layers, e.g. --n 200 --layers 20)")
     p.add_argument("--values", help="comma-separated m or N values (default 250..4000 or 5..80)")
     p.add_argument("--protocol", choices=("refine", "literal"), default="refine",
                    help="scaling: the same continuous problem at every m or N (refine, default) or the "
@@ -223,6 +231,118 @@ def run_torch(prob, gtol, iterations):
     }
 
 
+def run_torch_newton(prob, tol, iterations=500, init=None, label="torch-newton"):
+    """The torch engine's trust-region Newton–CG (exact H·v) until ‖∇E‖ ≤ tol·max(1, |E|)."""
+    from ocdl import api
+
+    c0, t0 = time.process_time(), time.perf_counter()
+    res = api.solve(prob, engine="torch", solver="newton", iterations=iterations, tol=float(tol), init=init)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    it = max(int(res.metrics["iterations"]), 1)
+    return {
+        "engine": label, "formulation": "-", "tableau": prob.network.tableau, "m": prob.data.n, "N": prob.N,
+        "status": res.metrics["solver_status"], "iterations": it, "build_s": 0.0, "solve_s": wall, "wall_s": wall,
+        "cpu_s": cpu, "s_per_iter": wall / it, "kkt": float("nan"), "objective": res.objective,
+        "grad_norm": res.gradient_norm, "hv_products": int(res.metrics["hv_products"]), "params": res.params,
+    }
+
+
+def _warm_up(prob):
+    """One untimed Newton solve of a tiny copy of ``prob`` (first calls: imports, kernels)."""
+    run_torch_newton(prob.replace(data__n=20, network__layers=2), 1e-6, iterations=5)
+
+
+def run_scipy_trust_ncg(prob, tol, iterations=2000):
+    """scipy.optimize.minimize(method='trust-ncg') on ocdl's E, ∇E (partner adjoint) and exact H·v
+    (:class:`ocdl.engine.torch.hessian.Curvature`, one per θ): the user's own alternative."""
+    import scipy.optimize as so
+    import torch
+
+    from ocdl.engine.torch.hessian import Curvature
+    from ocdl.engine.torch.network import TorchNetwork, configure_threads
+    from ocdl.engine.torch.optim import Objective
+
+    train, test = data_mod.make(prob.data)
+    d = prob.width(train.dim)
+    configure_threads(train.n, d)
+    net = TorchNetwork(prob, d)
+    base = net.to_torch(init_params(prob, d))
+    obj = Objective(net, base, prob.trainable(), net.inputs(train.X), net.targets(train.c),
+                    net.inputs(test.X), net.targets(test.c))
+    cache, count = {}, [0]
+
+    def fg(x):
+        E, g = obj.value_grad(torch.from_numpy(x))
+        return E, g.numpy()
+
+    def hessp(x, p):
+        key = x.tobytes()
+        if key not in cache:
+            cache.clear()
+            cache[key] = Curvature(obj, torch.from_numpy(x.copy()))
+        count[0] += 1
+        return cache[key](torch.from_numpy(p)).numpy()
+
+    c0, t0 = time.process_time(), time.perf_counter()
+    r = so.minimize(fg, obj.flat(base).numpy().copy(), jac=True, hessp=hessp, method="trust-ncg",
+                    options={"gtol": float(tol), "maxiter": iterations})
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    it = max(int(r.nit), 1)
+    return {
+        "engine": "scipy-trust-ncg", "formulation": "-", "tableau": prob.network.tableau, "m": prob.data.n,
+        "N": prob.N, "status": "ok" if r.success else str(r.message)[:40], "iterations": it, "build_s": 0.0,
+        "solve_s": wall, "wall_s": wall, "cpu_s": cpu, "s_per_iter": wall / it, "kkt": float("nan"),
+        "objective": float(r.fun), "grad_norm": float(np.linalg.norm(r.jac)), "hv_products": count[0],
+    }
+
+
+def width_problem(d, N=20, m=200, tableau="rk4", data="spiral", seed=0):
+    """The width-scaling problem: the regularised benchmark problem (Tikhonov 1e-3, smoothness
+    1e-3, h = 0.1) at width d, N layers, m samples."""
+    return Problem(
+        data=DataSpec(name=data, n=m),
+        network=NetworkSpec(family="rk", tableau=tableau, layers=N, h=0.1, width=d),
+        objective=ObjectiveSpec(tikhonov=dict(ALL), smooth=1e-3),
+        init=InitSpec(seed=seed),
+        solver=SolverSpec(backend="casadi", name="ipopt", iterations=3000,
+                          options={"tol": 1e-10, "formulation": "reduced"}),
+    )
+
+
+def run_width_scaling(args) -> list:
+    """Time to ‖∇E‖ ≤ tol·max(1, |E|) against the width d at N = --layers: torch-newton (H·v count),
+    scipy trust-ncg on ocdl's H·v, and IPOPT on the reduced NLP (exact dense Hessian) up to
+    --ipopt-max-width."""
+    rows = []
+    widths = _values(args.values) if args.values else [2, 8, 16, 32, 64]
+    for d in widths:
+        prob = width_problem(d, args.layers, args.n, args.tableaux.split(",")[0], args.data)
+        if d == widths[0]:
+            _warm_up(prob)
+        n_theta = sum(math.prod(v) for v in prob.param_shapes(d).values())
+        out = [run_torch_newton(prob, args.tol)]
+        if not args.no_scipy:
+            out.append(run_scipy_trust_ncg(prob, args.tol))
+        if d <= args.ipopt_max_width:
+            out.append(run_casadi(prob))
+        for r in out:
+            r.pop("params", None)
+            r["d"], r["n_theta"] = d, n_theta
+            rows.append(r)
+            if not args.json:
+                _print_width_row(r, header=len(rows) == 1)
+    return rows
+
+
+def _print_width_row(r, header):
+    if header:
+        print(f"{'engine':<16} {'d':>3} {'n_θ':>7} {'m':>5} {'N':>3} {'solve s':>8} {'iter':>5} {'H·v':>6} "
+              f"{'|grad E|':>9} {'objective':>14}  status")
+    print(f"{r['engine'] + ('-' + r['formulation'] if r['engine'] == 'casadi' else ''):<16} {r['d']:>3} "
+          f"{r['n_theta']:>7} {r['m']:>5} {r['N']:>3} {r['solve_s']:>8.2f} {r['iterations']:>5} "
+          f"{r.get('hv_products', '-'):>6} {r['grad_norm']:>9.1e} {r['objective']:>14.8e}  {r['status']}", flush=True)
+
+
 def _median(rows, keys=("build_s", "solve_s", "wall_s", "cpu_s", "s_per_iter")):
     out = dict(rows[0])
     for k in keys:
@@ -268,6 +388,11 @@ def _fit(x, y):
 
 def run(args) -> int:
     rows = []
+    if args.scaling == "d":
+        rows = run_width_scaling(args)
+        if args.json:
+            print(json.dumps({"rows": rows}))
+        return 0
     if args.scaling:
         vals = _values(args.values) if args.values else (
             [250, 500, 1000, 2000, 4000] if args.scaling == "m" else [5, 10, 20, 40, 80])
@@ -312,6 +437,21 @@ def run(args) -> int:
             rows.append(_median([run_bvp(prob, first_solution["params"]) for _ in range(args.repeats)]))
             if not args.json:
                 _print_row(rows[-1], header=False)
+        if not (args.no_newton or args.no_torch):  # the same start as the rows above, to the same tolerance
+            prob = problem(args.n, args.layers, args.h, tab, args.controls, args.data)
+            _warm_up(prob)
+            rows.append(_median([run_torch_newton(prob, args.tol) for _ in range(args.repeats)]))
+            newton_params = rows[-1].pop("params")
+            if first_solution:
+                rows[-1]["controls_diff"] = max(float(np.max(np.abs(newton_params[k] - first_solution["params"][k])))
+                                                for k in prob.trainable())
+            if not args.json:
+                _print_row(rows[-1], header=False)
+        if args.scipy:
+            prob = problem(args.n, args.layers, args.h, tab, args.controls, args.data)
+            rows.append(_median([run_scipy_trust_ncg(prob, args.tol) for _ in range(args.repeats)]))
+            if not args.json:
+                _print_row(rows[-1], header=False)
         if not args.no_torch:
             gtol = max(first["grad_norm"], 1e-12)
             prob = problem(args.n, args.layers, args.h, tab, args.controls, args.data)
@@ -330,4 +470,7 @@ def _print_row(r, header):
     print(f"{r['engine']:<12} {r['formulation']:<17} {r['tableau']:<8} {r['m']:>5} {r['N']:>3} {r['build_s']:>8.2f} "
           f"{r['solve_s']:>8.2f} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['iterations']:>6} {r['s_per_iter']:>8.4f} "
           f"{r['kkt']:>9.1e} {r['grad_norm']:>9.1e} {r['objective']:>14.8e}  {r['status']}"
-          + (f" ({r['restorations']} restoration(s))" if r.get("restorations") else ""), flush=True)
+          + (f" ({r['restorations']} restoration(s))" if r.get("restorations") else "")
+          + (f" ({r['hv_products']} H·v)" if "hv_products" in r else "")
+          + (f", max |Δθ| to the first row {r['controls_diff']:.1e}" if "controls_diff" in r and r["engine"] != "casadi"
+             else ""), flush=True)
