@@ -36,13 +36,14 @@ def test_import_is_light_and_lists_its_names():
 
 
 def test_engines_registry():
-    assert ocdl.engines() == {"torch": ("gd-armijo", "gd-lipschitz", "lbfgs", "adam", "sgd"),
-                              "casadi": ("ipopt", "sqp", "bvp")}
+    assert ocdl.engines() == {"torch": ("gd-armijo", "gd-lipschitz", "lbfgs", "adam", "sgd", "newton"),
+                              "casadi": ("ipopt", "sqp", "bvp"),
+                              "native": ("gd-armijo", "gd-lipschitz", "lbfgs", "adam", "sgd")}
     for name in base.names():
         eng = base.get(name)
         assert isinstance(eng, base.Engine) and eng.default_solver in eng.solvers
         assert set(eng.options) == set(eng.solvers)
-    with pytest.raises(ocdl.OcdlError, match="engine 'jax' is not one of torch, casadi"):
+    with pytest.raises(ocdl.OcdlError, match="engine 'jax' is not one of torch, casadi, native"):
         base.get("jax")
 
 
