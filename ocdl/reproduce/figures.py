@@ -10,6 +10,15 @@
     initialisations-<data>      two initialisations (lts vs init2): predictions and time steps
     fixed-classifier-<data>     transformed points with the classifier fixed (lts) and trained
 
+The image experiment (target ``seed``, groups ``digits`` and ``mnist``):
+
+    <group>-features            test images (two a class) and below them their features y^[N] as
+                                images, one row per network (misclassified ones framed red)
+    <group>-transformed         the test features y^[0] and y^[N] of each network in their two
+                                leading principal coordinates, coloured by class
+    <group>-curves              objective and accuracy against iterations (train solid, test dashed)
+    <group>-timesteps           learned time steps h_j per layer, ODENet and ODENet+simplex
+
 Panels are drawn with the Axes-level drawers of :mod:`ocdl.plots`; a missing experiment leaves
 its panel empty with a note.
 """
@@ -31,6 +40,8 @@ from ocdl.reproduce.experiments import LABELS, Experiment  # noqa: E402
 NETS = ("net", "resnet", "odenet", "odenet-simplex")
 METHODS = ("euler", "improved-euler", "kutta3", "kutta4")
 DATA_ORDER = ("donut1d", "donut2d", "spiral", "squares")
+IMAGE_GROUPS = ("digits", "mnist")  # the groups of target seed (one data set each)
+IMAGES_PER_CLASS = 2  # test images a class in <group>-features
 FORMATS = ("png", "pdf")
 COLORS = dict(zip(NETS + METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2))
 
@@ -44,6 +55,7 @@ class Results:
             if e.name in loaded:
                 self.by_key[(e.group, e.data, e.variant)] = loaded[e.name]
         self._data = {}
+        self._states = {}  # (test set, y^[0], y^[N], predictions) of the image experiment, by id(params)
 
     def get(self, group, data, variant):
         return self.by_key.get((group, data, variant))
@@ -80,6 +92,8 @@ def _save(fig, out: Path, name: str, written: list) -> None:
 def datasets_figure(res: Results, out: Path, written: list) -> None:
     specs = {}
     for (g, d, v), (problem, _, _) in sorted(res.by_key.items()):
+        if g in IMAGE_GROUPS:  # images: their samples are the first row of <group>-features
+            continue
         if d not in specs or problem.data.n > specs[d].data.n:
             specs[d] = problem
     names = [d for d in DATA_ORDER if d in specs] + sorted(set(specs) - set(DATA_ORDER))
@@ -114,7 +128,8 @@ def nets_figure(res: Results, group: str, data: str, out: Path, written: list) -
     _save(fig, out, f"{group}-{data}", written)
 
 
-def curves_figure(res: Results, group: str, data: str, variants, out: Path, written: list) -> None:
+def curves_figure(res: Results, group: str, data: str, variants, out: Path, written: list,
+                  name: str | None = None) -> None:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     any_ = False
     for v in variants:
@@ -132,7 +147,7 @@ def curves_figure(res: Results, group: str, data: str, variants, out: Path, writ
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
             break
-    _save(fig, out, f"{group}-{data}-curves", written)
+    _save(fig, out, name or f"{group}-{data}-curves", written)
 
 
 def timesteps_figure(res: Results, group: str, out: Path, written: list) -> None:
@@ -240,6 +255,91 @@ def classifier_figure(res: Results, data: str, out: Path, written: list) -> None
     _save(fig, out, f"fixed-classifier-{data}", written)
 
 
+# ------------------------------------------------------------------------------ the image experiment
+def _test_states(res: Results, problem, params):
+    """(test set, y^[0], y^[N], predicted classes) of the test images (the problem's lifting)."""
+    from ocdl import api
+
+    memo = res._states
+    key = id(params)
+    if key not in memo:
+        _, test = res.datasets(problem)
+        Y = api.states(problem, params, test.X)
+        z = Y[-1] @ np.asarray(params["W"]).T + np.asarray(params["mu"])
+        memo[key] = (test, Y[0], Y[-1], z.argmax(axis=1))
+    return memo[key]
+
+
+def features_figure(res: Results, group: str, data: str, out: Path, written: list) -> None:
+    """Test images (two a class, top row) and their features y^[N] as images, one row per
+    network; a misclassified image's column is framed red in that network's row."""
+    present = [v for v in NETS if res.get(group, data, v)]
+    if not present:
+        return
+    problem0, params0, _ = res.get(group, data, present[0])
+    test, _, _, _ = _test_states(res, problem0, params0)
+    K = np.asarray(params0["W"]).shape[0]
+    idx = plots.sample_per_class(test.c, K, IMAGES_PER_CLASS)
+    rows, titles, preds = [test.X[idx]], ["test images"], [None]
+    for v in NETS:
+        r = res.get(group, data, v)
+        if r is None:
+            rows.append(np.zeros((len(idx), rows[0].shape[1])))
+            titles.append(f"{LABELS[v]}\n(not run)")
+            preds.append(None)
+            continue
+        problem, params, m = r
+        _, _, yN, pred = _test_states(res, problem, params)
+        rows.append(yN[idx])
+        titles.append(f"{LABELS[v]}\ntest {m['test_accuracy']:.3f}")
+        preds.append(pred[idx])
+    fig = plt.figure(figsize=(max(6.0, 0.5 * len(idx)) + 0.6, 0.8 * len(rows) + 0.9))
+    axes = plots.draw_image_rows(fig, rows, test.c[idx], titles)
+    for i, pred in enumerate(preds):
+        if pred is None:
+            continue
+        for j in np.flatnonzero(pred != test.c[idx]):
+            for spine in axes[i, j].spines.values():
+                spine.set_color("red")
+                spine.set_linewidth(1.5)
+    fig.suptitle(f"{data}: test images and their features y^[N] ({problem0.N} layers, width "
+                 f"{rows[-1].shape[1]}); red frame: misclassified by that network", fontsize=8)
+    _save(fig, out, f"{group}-features", written)
+
+
+def transformed_figure(res: Results, group: str, data: str, out: Path, written: list) -> None:
+    """y^[0] (the same lifted images for all four networks) and each network's y^[N] of the
+    test set in their two leading principal coordinates, coloured by class."""
+    present = [v for v in NETS if res.get(group, data, v)]
+    if not present:
+        return
+    fig, axes = plt.subplots(1, 1 + len(NETS), figsize=(3.1 * (1 + len(NETS)) + 0.8, 3.4), squeeze=False)
+    axes = axes[0]
+    problem0, params0, _ = res.get(group, data, present[0])
+    test, y0, _, _ = _test_states(res, problem0, params0)
+    K = np.asarray(params0["W"]).shape[0]
+    plots.draw_classes_pca(axes[0], y0, test.c, K, "test features y^[0]")
+    for ax, v in zip(axes[1:], NETS):
+        r = res.get(group, data, v)
+        if r is None:
+            _missing(ax)
+            ax.set_title(LABELS[v])
+            continue
+        problem, params, m = r
+        _, _, yN, _ = _test_states(res, problem, params)
+        plots.draw_classes_pca(ax, yN, test.c, K, f"{LABELS[v]}: y^[N]")
+    for ax in axes:
+        ax.title.set_fontsize(9)
+        ax.xaxis.label.set_fontsize(8)
+        ax.yaxis.label.set_fontsize(8)
+    handles, labels = axes[0].get_legend_handles_labels()  # y^[0]'s panel is always drawn
+    axes[-1].legend(handles, labels, title="class", fontsize=7, markerscale=2, loc="center left",
+                    bbox_to_anchor=(1, 0.5))
+    fig.suptitle(f"{data}: test features before (y^[0]) and after (y^[N]) the networks, principal coordinates",
+                 fontsize=9)
+    _save(fig, out, f"{group}-transformed", written)
+
+
 def draw_all(out: str | Path, experiments: list[Experiment], loaded: dict) -> list[str]:
     """Draw every figure the finished experiments allow into ``out``/figures; returns names."""
     from ocdl.engine.torch.network import configure_threads
@@ -264,4 +364,11 @@ def draw_all(out: str | Path, experiments: list[Experiment], loaded: dict) -> li
         initialisations_figure(res, d, folder, written)
     for d in res.data_names("trained-classifier"):
         classifier_figure(res, d, folder, written)
+    for group in IMAGE_GROUPS:
+        for d in res.data_names(group):
+            features_figure(res, group, d, folder, written)
+            transformed_figure(res, group, d, folder, written)
+            curves_figure(res, group, d, NETS, folder, written, name=f"{group}-curves")
+        if res.data_names(group):
+            timesteps_figure(res, group, folder, written)
     return written
