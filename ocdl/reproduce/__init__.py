@@ -1,4 +1,4 @@
-"""Reproduce the paper's experiments: ``ocdl reproduce paper|highacc --out DIR``.
+"""Reproduce the paper's experiments and the image experiment: ``ocdl reproduce paper|highacc|seed --out DIR``.
 
     experiments  the experiment list: problem files of the catalogue, the --quick variant
     runner       runs experiments on a Dask cluster (local by default), caches finished ones
