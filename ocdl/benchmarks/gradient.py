@@ -53,6 +53,10 @@ def register(bsub):
     p.add_argument("--threads", type=int_at_least(0), default=0, help="torch CPU threads (0: auto)")
     p.add_argument("--train-iterations", type=int_at_least(0), default=10000, help="time this many gd-armijo iterations (0: skip)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--peers", action="store_true",
+                   help="compare with the installed peers (torchdiffeq, JAX, diffrax, a plain PyTorch loop) at --sizes")
+    p.add_argument("--sizes", type=_sizes, default=_sizes(PEER_SIZES), metavar="m:N,…",
+                   help=f"sizes of --peers (default {PEER_SIZES}; h = 1.5/N)")
     p.set_defaults(func=run)
 
 
@@ -214,6 +218,8 @@ def time_training(problem, iterations):
 def run(a) -> int:
     from ocdl.engine.torch.network import configure_threads
 
+    if a.peers:
+        return run_peers(a)
     def problem(N):
         return Problem(
             data=DataSpec(a.data, n=a.n),
@@ -270,4 +276,187 @@ def run(a) -> int:
               f"({t['wall_s'] / t['iterations'] * 1e3:.2f} ms/iteration; {t['function_evaluations']} objective and "
               f"{t['gradient_evaluations']} gradient evaluations); final E = {t['objective']:.6g}, "
               f"train accuracy {t['train_accuracy']:.3f}")
+    return 0
+
+
+# ---------------------------------------------------------------------- --peers
+def _sizes(text: str):
+    """``m:N,m:N,…`` → [(m, N), …]."""
+    import argparse
+
+    out = []
+    for part in text.split(","):
+        try:
+            m, N = (int(x) for x in part.split(":"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--sizes: expected m:N,m:N,… (e.g. 1000:15,1000:60), got {part!r}") from None
+        if m < 2 or N < 1:
+            raise argparse.ArgumentTypeError(f"--sizes: m ≥ 2 and N ≥ 1, got {part!r}")
+        out.append((m, N))
+    return out
+
+
+PEER_SIZES = "1000:15,10000:15,100000:15,1000:60,1000:240"
+
+
+def _tracemalloc_peak(f) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        f()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def peers_size(m: int, N: int, repeats: int, device: str = "cpu"):
+    """The rows of one size (m, N): each contender's median time, ratio to ocdl's fastest
+    gradient, relative gradient difference to ocdl's (the torch engine's partner adjoint), and
+    peak memory; and the contenders skipped (name, why)."""
+    import numpy as np
+    import torch
+
+    from ocdl.benchmarks import peers as P
+    from ocdl.engine.torch.adjoint import grad_adjoint
+    from ocdl.engine.torch.network import TorchNetwork
+
+    h = 1.5 / N
+    keys = ("K", "beta", "W", "mu")
+
+    def problem(tab):
+        return Problem(data=DataSpec("spiral", n=m), network=NetworkSpec(family="rk", tableau=tab, layers=N, h=h),
+                       device=device)
+
+    prob = problem("rk4")
+    tr, _ = data_mod.make(prob.data)
+    d = prob.width(tr.dim)
+    net = TorchNetwork(prob, d, device=device)
+    prm = net.to_torch(init_params(prob, d))
+    Y0, c = net.inputs(tr.X), net.targets(tr.c)
+    cuda = net.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    ref = P.flat_grad([v.cpu() for v in grad_adjoint(net, prm, Y0, c)[1].values()])
+    grads, fns, fwds, mem, skipped = {}, {}, {}, {}, []
+
+    def tflat(g):
+        return P.flat_grad([g[k].detach().cpu() for k in keys]) if isinstance(g, dict) else \
+            P.flat_grad([x.detach().cpu() for x in g])
+
+    def fwd_torch():
+        with torch.inference_mode():
+            net.objective(prm, Y0, c)
+
+    fns["ocdl-torch"] = lambda: grad_adjoint(net, prm, Y0, c)
+    fns["ocdl-torch-autograd"] = lambda: net.grad_autograd(prm, Y0, c)
+    fwds["ocdl-torch"] = fwd_torch
+    grads["ocdl-torch"] = ref
+    grads["ocdl-torch-autograd"] = tflat(net.grad_autograd(prm, Y0, c)[1])
+    if P.installed("numba") and not cuda:
+        from ocdl.engine.native.compiled import Compiled
+
+        comp = Compiled(net)
+        fns["ocdl-adjoint"] = lambda: comp.value_grad(prm, Y0, c)
+        fns["ocdl-native-autograd"] = lambda: comp.value_grad(prm, Y0, c, gradient="autograd")
+        fwds["ocdl-native"] = lambda: comp.objective(prm, Y0, c)
+        grads["ocdl-adjoint"] = tflat(comp.value_grad(prm, Y0, c)[1])
+        grads["ocdl-native-autograd"] = tflat(comp.value_grad(prm, Y0, c, gradient="autograd")[1])
+        for k in ("ocdl-adjoint", "ocdl-native-autograd"):
+            mem[k] = _tracemalloc_peak(fns[k]) / 1024
+    else:
+        skipped.append(("ocdl-adjoint (native)", "numba not installed" if not cuda else "CPU only"))
+    fns["torch-loop"] = lambda: P.torch_loop(prm, Y0, c, h)
+    grads["torch-loop"] = tflat(P.torch_loop(prm, Y0, c, h)[1])
+    if P.installed("torchdiffeq"):
+        p38 = problem("rk38")
+        net38 = TorchNetwork(p38, d, device=device)
+        ref38 = P.flat_grad([v.cpu() for v in grad_adjoint(net38, prm, Y0, c)[1].values()])
+        for name, adj in (("torchdiffeq", False), ("torchdiffeq-adjoint", True)):
+            fns[name] = (lambda adj=adj: P.torchdiffeq_grad(prm, Y0, c, h, adj))
+            grads[name] = (tflat(P.torchdiffeq_grad(prm, Y0, c, h, adj)[1]), ref38)
+    else:
+        skipped += [("torchdiffeq", "not installed"), ("torchdiffeq-adjoint", "not installed")]
+    jax_args = None
+    for name, make in (("jax", P.jax_value_and_grad), ("diffrax", P.diffrax_value_and_grad)):
+        if not P.installed("jax") or (name == "diffrax" and not P.installed("diffrax")):
+            skipped.append((name, "not installed"))
+            continue
+        import jax
+
+        vg, E = make(N, h)
+        jax_args = ((jax.numpy.asarray(prm["K"].cpu().numpy()), jax.numpy.asarray(prm["beta"].cpu().numpy()),
+                     jax.numpy.asarray(prm["W"].cpu().numpy()), jax.numpy.asarray(prm["mu"].cpu().numpy())),
+                    jax.numpy.asarray(Y0.cpu().numpy().T), jax.numpy.asarray(c.cpu().numpy()))
+        fns[name] = (lambda vg=vg: jax.block_until_ready(vg(*jax_args)))
+        if name == "jax":
+            fwds["jax"] = (lambda E=E: jax.block_until_ready(E(*jax_args)))
+        grads[name] = P.flat_grad(vg(*jax_args)[1])
+        mem[name] = P.jax_memory_kib(vg, *jax_args)
+    for k in ("ocdl-torch", "ocdl-torch-autograd", "torch-loop", "torchdiffeq", "torchdiffeq-adjoint"):
+        if k in fns:
+            mem[k] = _peak_bytes(fns[k], cuda) / 1024
+    fwds["torch-loop"] = lambda: _no_grad(lambda: P.torch_loop_forward(prm, Y0, c, h))
+    timed = {**{("gradient", k): f for k, f in fns.items()}, **{("forward", k): f for k, f in fwds.items()}}
+    med = _interleaved_medians(timed, P.default_repeats(repeats, m, N), sync)
+    grad_rows = {k: med[("gradient", k)][0] for k in fns}
+    ocdl_best = min(v for k, v in grad_rows.items() if k.startswith("ocdl-"))
+    best_name = min((v, k) for k, v in grad_rows.items() if k.startswith("ocdl-"))[1]
+    fwd_rows = {k: med[("forward", k)][0] for k in fwds}
+    fwd_best = min(v for k, v in fwd_rows.items() if k.startswith("ocdl-"))
+    rows = [{"contender": "ocdl", "m": m, "N": N, "kind": "gradient", "median_s": ocdl_best, "ratio_to_ocdl": 1.0,
+             "rel_diff": P.rel_diff(grads[best_name], ref), "peak_kib": mem.get(best_name), "path": best_name}]
+    for k, t in grad_rows.items():
+        g = grads[k]
+        rd = P.rel_diff(g[0], g[1]) if isinstance(g, tuple) else P.rel_diff(g, ref)
+        rows.append({"contender": k, "m": m, "N": N, "kind": "gradient", "median_s": t, "ratio_to_ocdl": t / ocdl_best,
+                     "rel_diff": rd, "peak_kib": mem.get(k)})
+    fbest = min((v, k) for k, v in fwd_rows.items() if k.startswith("ocdl-"))[1]
+    rows.append({"contender": "ocdl", "m": m, "N": N, "kind": "forward", "median_s": fwd_best, "ratio_to_ocdl": 1.0,
+                 "rel_diff": None, "peak_kib": None, "path": fbest})
+    for k, t in fwd_rows.items():
+        rows.append({"contender": k, "m": m, "N": N, "kind": "forward", "median_s": t, "ratio_to_ocdl": t / fwd_best,
+                     "rel_diff": None, "peak_kib": None})
+    return rows, skipped
+
+
+def _no_grad(f):
+    import torch
+
+    with torch.no_grad():
+        return f()
+
+
+def run_peers(a) -> int:
+    from ocdl.benchmarks import peers as P
+    from ocdl.engine.torch.network import configure_threads
+
+    threads = configure_threads(1, 2, a.threads or 1)
+    load0 = os.getloadavg()
+    rows, skipped = [], []
+    for m, N in a.sizes:
+        r, s = peers_size(m, N, a.repeats, a.device)
+        rows += r
+        skipped += [x for x in s if x not in skipped]
+    load1 = os.getloadavg()
+    out = {"rows": rows, "skipped": [{"contender": n, "why": w} for n, w in skipped],
+           "problem": {"data": "spiral", "tableau": "rk4", "controls": "per-layer", "T": 1.5, "dtype": "float64",
+                       "device": a.device, "threads": threads, "repeats": a.repeats},
+           "load_average": {"before": load0, "after": load1}, "cpus": os.cpu_count()}
+    if a.json:
+        print(json.dumps(out))
+        return 0
+    print(f"ocdl bench gradient --peers: spiral, rk4, per-layer, h = 1.5/N, float64, {a.device}, {threads} thread(s); "
+          f"interleaved medians; load average {load0[0]:.2f} before, {load1[0]:.2f} after, {os.cpu_count()} CPUs")
+    print(f"{'contender':<30}{'m':>8}{'N':>5}{'kind':>10}{'median':>12}{'× ocdl':>9}{'rel. diff':>11}{'peak':>13}")
+    for r in rows:
+        rd = "-" if r["rel_diff"] is None else f"{r['rel_diff']:.1e}"
+        pk = "-" if r["peak_kib"] is None else f"{r['peak_kib']:.0f}KiB"
+        name = r["contender"] + (f" ({r['path']})" if "path" in r else "")
+        print(f"{name:<30}{r['m']:>8}{r['N']:>5}{r['kind']:>10}{r['median_s'] * 1e3:>10.3f}ms{r['ratio_to_ocdl']:>9.2f}"
+              f"{rd:>11}{pk:>13}")
+    for n, w in skipped:
+        print(f"skipped: {n} ({w})")
+    print("rel. diff: max |g − g_ocdl| / max |g_ocdl| over (K, β, W, μ), g_ocdl the torch engine's partner adjoint "
+          "(torchdiffeq: against ocdl's rk38, its 'rk4' being the 3/8 rule); peak: torch profiler (torch rows), "
+          "tracemalloc of the arrays the native sweeps allocate (native rows), XLA's memory analysis (jax rows)")
     return 0

@@ -1,0 +1,181 @@
+"""The peers of ``ocdl bench gradient --peers``: the same network and objective (spiral, rk4,
+per-layer controls, N layers of step h = 1.5/N, E = Σ ½(S(W y^[N] + μ) − c)², float64) written
+with other libraries, each as its users write it, and ocdl's own paths.
+
+Contenders (those whose library is missing are listed as skipped):
+  ocdl                  ocdl's fastest gradient of this run (of the rows below that start ocdl-)
+  ocdl-adjoint          the partner adjoint of the native engine (numba; O(N·m·d) memory)
+  ocdl-native-autograd  the native engine's reverse mode with stored stages
+  ocdl-torch            the torch engine's partner adjoint (the default path before issue 18)
+  ocdl-torch-autograd   the torch engine's autograd
+  torch-loop            a plain PyTorch loop (torch.tanh, classic rk4) and autograd
+  torchdiffeq           ``odeint(method="rk4")`` per layer (one fixed step), autograd through it;
+                        torchdiffeq's rk4 is the 3/8 rule, so its gradient is compared with ocdl's
+                        rk38 network
+  torchdiffeq-adjoint   ``odeint_adjoint`` likewise (the continuous adjoint: not the discrete
+                        gradient, the relative difference says how far)
+  jax                   ``jit(value_and_grad)`` of the sweep (``lax.scan`` over the layers)
+  diffrax               ``diffeqsolve`` of one classic-rk4 step (an ``AbstractERK`` tableau) per
+                        layer in a ``lax.scan``, ``RecursiveCheckpointAdjoint``, under ``jit``
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+
+RK4 = (np.array([[0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 1, 0]]), np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6]))
+RK38 = (np.array([[0, 0, 0, 0], [1 / 3, 0, 0, 0], [-1 / 3, 1, 0, 0], [1, -1, 1, 0]]), np.array([1 / 8, 3 / 8, 3 / 8, 1 / 8]))
+
+
+def installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+# ---------------------------------------------------------------------- torch
+def torch_loop(prm, Y0, c, h):
+    """E and ∇E over (K, β, W, μ) by a plain PyTorch loop (samples as rows) and autograd."""
+    import torch
+
+    leaves = [prm[k].detach().clone().requires_grad_(True) for k in ("K", "beta", "W", "mu")]
+    K, beta, W, mu = leaves
+    y = Y0.T
+    for j in range(K.shape[0]):
+        f = lambda x: torch.tanh(x @ K[j].T + beta[j])  # noqa: E731
+        k1 = f(y)
+        k2 = f(y + 0.5 * h * k1)
+        k3 = f(y + 0.5 * h * k2)
+        k4 = f(y + h * k3)
+        y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    E = 0.5 * ((torch.sigmoid(y @ W + mu) - c) ** 2).sum()
+    return E.detach(), torch.autograd.grad(E, leaves)
+
+
+def torchdiffeq_grad(prm, Y0, c, h, adjoint: bool):
+    import torch
+    from torchdiffeq import odeint, odeint_adjoint
+
+    leaves = [prm[k].detach().clone().requires_grad_(True) for k in ("K", "beta", "W", "mu")]
+    K, beta, W, mu = leaves
+    t = torch.tensor([0.0, h], dtype=torch.float64)
+    y = Y0.T
+
+    class Layer(torch.nn.Module):
+        def __init__(self, K, b):
+            super().__init__()
+            self.K, self.b = K, b
+
+        def forward(self, t, x):
+            return torch.tanh(x @ self.K.T + self.b)
+
+    for j in range(K.shape[0]):
+        layer = Layer(K[j], beta[j])
+        if adjoint:
+            y = odeint_adjoint(layer, y, t, method="rk4", options={"step_size": h}, adjoint_params=(K, beta))[-1]
+        else:
+            y = odeint(layer, y, t, method="rk4", options={"step_size": h})[-1]
+    E = 0.5 * ((torch.sigmoid(y @ W + mu) - c) ** 2).sum()
+    return E.detach(), torch.autograd.grad(E, leaves)
+
+
+# ---------------------------------------------------------------------- jax
+def _jax():
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_platforms", "cpu")
+    return jax
+
+
+def jax_value_and_grad(N: int, h: float):
+    """jit(value_and_grad(E)) over (K, β, W, μ), the layers in a lax.scan (samples as rows)."""
+    jax = _jax()
+    import jax.numpy as jnp
+
+    def E(theta, Y, c):
+        K, beta, W, mu = theta
+
+        def layer(y, u):
+            Kj, bj = u
+            f = lambda x: jnp.tanh(x @ Kj.T + bj)  # noqa: E731
+            k1 = f(y)
+            k2 = f(y + 0.5 * h * k1)
+            k3 = f(y + 0.5 * h * k2)
+            k4 = f(y + h * k3)
+            return y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4), None
+
+        y, _ = jax.lax.scan(layer, Y, (K, beta))
+        return 0.5 * jnp.sum((jax.nn.sigmoid(y @ W + mu) - c) ** 2)
+
+    return jax.jit(jax.value_and_grad(E)), jax.jit(E)
+
+
+def diffrax_value_and_grad(N: int, h: float):
+    jax = _jax()
+    import diffrax
+    import jax.numpy as jnp
+
+    class ClassicRK4(diffrax.AbstractERK):
+        tableau = diffrax.ButcherTableau(c=np.array([0.5, 0.5, 1.0]), b_sol=RK4[1], b_error=np.zeros(4),
+                                         a_lower=(np.array([0.5]), np.array([0.0, 0.5]), np.array([0.0, 0.0, 1.0])))
+        interpolation_cls = diffrax.ThirdOrderHermitePolynomialInterpolation.from_k
+
+        def order(self, terms):
+            return 4
+
+    term = diffrax.ODETerm(lambda t, y, u: jnp.tanh(y @ u[0].T + u[1]))
+    solver = ClassicRK4()
+
+    def E(theta, Y, c):
+        K, beta, W, mu = theta
+
+        def layer(y, u):
+            sol = diffrax.diffeqsolve(term, solver, 0.0, h, h, y, args=u, saveat=diffrax.SaveAt(t1=True),
+                                      stepsize_controller=diffrax.ConstantStepSize(),
+                                      adjoint=diffrax.RecursiveCheckpointAdjoint(), max_steps=1)
+            return sol.ys[-1], None
+
+        y, _ = jax.lax.scan(layer, Y, (K, beta))
+        return 0.5 * jnp.sum((jax.nn.sigmoid(y @ W + mu) - c) ** 2)
+
+    return jax.jit(jax.value_and_grad(E)), jax.jit(E)
+
+
+def jax_memory_kib(fn, *args) -> float | None:
+    """XLA's compiled temporaries plus outputs (memory_analysis), KiB; None where not reported."""
+    try:
+        ma = fn.lower(*args).compile().memory_analysis()
+        return (ma.temp_size_in_bytes + ma.output_size_in_bytes) / 1024
+    except Exception:  # noqa: BLE001 - a backend without the analysis
+        return None
+
+
+def flat_grad(g) -> np.ndarray:
+    return np.concatenate([np.asarray(x, dtype=np.float64).reshape(-1) for x in g])
+
+
+def rel_diff(g, ref) -> float:
+    return float(np.abs(g - ref).max() / max(np.abs(ref).max(), 1e-300))
+
+
+def default_repeats(repeats: int, m: int, N: int) -> int:
+    """Fewer rounds for the larger sizes (the work of one round ∝ m·N): all at m·N ≤ 15 000."""
+    return max(3, min(repeats, math.ceil(repeats * 15000 / (m * N))))
+
+
+def torch_loop_forward(prm, Y0, c, h):
+    """E alone by the plain PyTorch loop."""
+    import torch
+
+    K, beta, W, mu = (prm[k] for k in ("K", "beta", "W", "mu"))
+    y = Y0.T
+    for j in range(K.shape[0]):
+        f = lambda x: torch.tanh(x @ K[j].T + beta[j])  # noqa: E731
+        k1 = f(y)
+        k2 = f(y + 0.5 * h * k1)
+        k3 = f(y + 0.5 * h * k2)
+        k4 = f(y + h * k3)
+        y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return 0.5 * ((torch.sigmoid(y @ W + mu) - c) ** 2).sum()
