@@ -367,3 +367,52 @@ def test_kclass_compare_and_stability_network(tmp_path, capsys):
     assert st["width"] == 5 and st["layers"] == 3 and st["points"] == 30
     assert st["lipschitz_local"] > 0 and st["lipschitz_pairs"] > 0
     assert st["a_priori_bound"] >= st["lipschitz_local"]
+
+
+# ---------------------------------------------------------------- full-size problems: the CasADi engine refuses
+def _wide(width, layers=20, form="reduced", m=200, K=10, dim=64):
+    X, c = _arrays(K, m=m, dim=dim)
+    return Problem.from_arrays(X, c, network={"family": "resnet", "layers": layers, "width": width},
+                               solver={"backend": "casadi", "name": "ipopt", "options": {"formulation": form}})
+
+
+@pytest.mark.parametrize("form", ["reduced", "full"])
+def test_kclass_casadi_refuses_a_full_size_problem_naming_the_dense_hessian(form, monkeypatch, tmp_path):
+    from ocdl import api
+    from ocdl.engine import base
+
+    monkeypatch.setenv("OCDL_MEMORY_LIMIT", "8G")
+    cas = base.get("casadi")
+    prob = _wide(64, form=form)  # digits-sized: d = 64, N = 20, K = 10
+    n = 20 * (64 * 64 + 64) + 10 * 64 + 10  # the trained K, β, W, μ (h is fixed)
+    need, what = cas.memory_estimate(prob, 64, 200)
+    assert need >= 8 * n * n  # at least the dense Hessian
+    with pytest.raises(OcdlError) as e:
+        api.prepare(prob)
+    msg = str(e.value)
+    assert "\n" not in msg
+    for part in ("casadi engine", f"n_θ = {n} parameters", "dense Hessian", "n_θ² × 8 bytes = 52.4 GB",
+                 "allowed by OCDL_MEMORY_LIMIT", "--backend torch", "network.lift", "network.width = "):
+        assert part in msg, part
+    w = int(msg.split("network.width = ")[1].split()[0])
+    assert 2 <= w < 64 and cas.memory_estimate(_wide(w, form="reduced"), w, 200)[0] <= 8 * 2**30
+    assert cas.memory_estimate(_wide(w + 1, form="reduced"), w + 1, 200)[0] > 8 * 2**30
+    # the advice holds: the same problem at that width, and the PyTorch engine at full width, pass
+    cas.check_memory(_wide(w, form="reduced"), w, 200)
+    base.get("torch").check_memory(prob, 64, 200)
+    # a small lifted instance (issue 16: width 8–16, N = 5) is not refused
+    cas.check_memory(_wide(12, layers=5, form=form), 12, 200)
+
+
+def test_kclass_train_refuses_before_writing(monkeypatch, tmp_path, capsys):
+    from ocdl.cli import main
+
+    X, c = _arrays(10, m=200, dim=64)
+    np.savetxt(tmp_path / "d.csv", np.column_stack([X, c]), delimiter=",")
+    monkeypatch.setenv("OCDL_MEMORY_LIMIT", "8G")
+    out = tmp_path / "run"
+    rc = main(["train", "--data", str(tmp_path / "d.csv"), "--net", "resnet", "--layers", "20",
+               "--backend", "casadi", "--formulation", "reduced", "--quiet", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "dense Hessian" in err and "--backend torch" in err and err.count("\n") == 1
+    assert not out.exists()

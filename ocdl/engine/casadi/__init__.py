@@ -75,10 +75,14 @@ class CasadiEngine(Engine):
         """(bytes, what) at the solve's peak: :func:`nlp_bytes` for the problem's formulation (or
         ``formulation``, 'full' | 'reduced')."""
         kind = _kind(problem, formulation)
-        return nlp_bytes(problem, d, m, kind), _KIND_WORDS[kind]
+        n = n_theta(problem, d)
+        return nlp_bytes(problem, d, m, kind), (f"{_KIND_WORDS[kind]}, n_θ = {n} parameters, whose dense Hessian "
+                                                f"alone takes n_θ² × 8 bytes = {format_bytes(8.0 * n * n)}")
 
     def memory_hint(self, problem, d: int, m: int, limit: int) -> str:
         kind = _kind(problem)
+        if 8.0 * n_theta(problem, d) ** 2 > limit / _HESSIAN_COPIES["condensed"]:  # no formulation fits
+            return _too_many_parameters(problem, d, m, limit)
         out = []
         if kind != "condensed":
             red = nlp_bytes(problem, d, m, "condensed")
@@ -125,6 +129,13 @@ class CasadiEngine(Engine):
 # layer 265 L² + 130 L bytes, × (N/15)^0.23, above 100 MB; the condensed solves like d (d + p):
 # 60 d (d + p) bytes per sample and layer above 70 MB. The estimates are within −6 % … +24 % of
 # the full-space measurements above and −9 % … +17 % of the condensed ones.
+# Wide networks (many parameters n_θ) add the dense n_θ × n_θ Hessian, counted as a lower bound:
+# the condensed solves hold it three times (∇²E assembled in the layer order, the copy in θ's
+# order, IPOPT's triangle with MUMPS' dense factor), the full space once (the θ–θ block, which the
+# factorisation makes dense). Measured peaks are higher still (condensed, K = 3, m = 20: width 16,
+# N = 10, n_θ = 2771: 1114 MB; width 20, N = 10, n_θ = 4263: 2330 MB — the SX graphs of the
+# second-order sweep), so a refusal on this count is certain, not a fit.
+_HESSIAN_COPIES = {"condensed": 3, "full": 1}
 _BASE_BYTES = 100 * 2**20
 _BASE_BYTES_CONDENSED = 70 * 2**20
 _KIND_WORDS = {"full": "the full-space NLP, factorised by MUMPS",
@@ -144,15 +155,54 @@ def nlp_bytes(problem, d: int, m: int, kind: str = "full") -> int:
     reduced NLP, the SQP); a fit to measurements (see the comment above)."""
     N, s = problem.N, problem.n_stages if problem.has_skip else 1
     p = (d * d + d) * (s if problem.per_stage and problem.has_skip else 1) + ("h" in problem.trainable())
-    n_theta = sum(math.prod(v) for v in problem.param_shapes(d).values())
+    n_all = sum(math.prod(v) for v in problem.param_shapes(d, classes_of(problem)).values())
+    dense = _HESSIAN_COPIES[kind] * 8.0 * n_theta(problem, d) ** 2
     if kind == "condensed":
-        return int(_BASE_BYTES_CONDENSED + 64 * n_theta + m * N * 60.0 * d * (d + p))
+        return int(_BASE_BYTES_CONDENSED + 64 * n_all + dense + m * N * 60.0 * d * (d + p))
     else:
         stages = dict(problem.solver.options).get("stages", "auto")
         variables = problem.has_skip and (stages == "variables" or stages == "auto" and not problem.tableau.explicit)
         L = d * (1 + s / 2) + p if variables else d + p
         per = (265.0 * L * L + 130.0 * L) * (N / 15.0) ** 0.23
-    return int(_BASE_BYTES + 64 * n_theta + m * N * per)
+    return int(_BASE_BYTES + 64 * n_all + dense + m * N * per)
+
+
+def classes_of(problem) -> int:
+    """K for the estimate before the labels are read: ``classifier.classes``, else the in-memory
+    data's, 10 for the image sets (digits, mnist), else 2 (the generated sets; a data file's
+    classes are not read here: W is a small part of n_θ)."""
+    if problem.classifier.classes:
+        return int(problem.classifier.classes)
+    if problem.data.name == "arrays" and problem.data.train is not None:
+        return max(2, int(problem.data.train.classes))
+    if problem.data.name in ("digits", "mnist"):
+        from ocdl.images import MNIST_CLASSES
+
+        return MNIST_CLASSES
+    return 2
+
+
+def n_theta(problem, d: int, K: int | None = None) -> int:
+    """The number of entries of θ (the trained parameter arrays of K, β, W, μ, h) at width d and
+    K classes (default :func:`classes_of`)."""
+    K = classes_of(problem) if K is None else K
+    shapes = problem.param_shapes(d, K)
+    return sum(math.prod(shapes[k]) for k in problem.trainable())
+
+
+def _too_many_parameters(problem, d: int, m: int, limit: int) -> str:
+    """The hint when the dense Hessian alone does not fit: the PyTorch engine, or a narrower width."""
+    from ocdl.engine import base
+
+    out = []
+    torch_est = base.get("torch").memory_estimate(problem, d, m) if "torch" in base.names() else None
+    out.append("the PyTorch engine, --backend torch" + (f" (about {format_bytes(torch_est[0])})"
+                                                         if torch_est is not None else ""))
+    fits = [w for w in range(1, d) if nlp_bytes(problem, w, m, "condensed") <= limit]
+    if fits:
+        out.append(f"a lifting to a width ≤ {fits[-1]} (network.width = {fits[-1]} with network.lift = 'pca' or "
+                   f"'random'; n_θ = {n_theta(problem, fits[-1])}) with --formulation reduced")
+    return "the CasADi engine's Newton-type solvers need the dense Hessian; use " + ", or ".join(out)
 
 
 ENGINE = register(CasadiEngine())
