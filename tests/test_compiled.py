@@ -127,13 +127,13 @@ def test_the_adjoint_keeps_the_layer_states_only_and_autograd_the_stages():
         assert E == float(E2) and torch.equal(g, obj.flat(g2))
 
 
-def _problem(**net):
-    return ocdl.Problem(data=ocdl.problem.DataSpec("spiral", n=200),
+def _problem(n=200, **net):
+    return ocdl.Problem(data=ocdl.problem.DataSpec("spiral", n=n),
                         network=ocdl.problem.NetworkSpec(**{"family": "rk", "tableau": "rk4", "layers": 8, "h": 0.1, **net}))
 
 
 @pytest.mark.parametrize("solver,gradient,net", [
-    ("gd-armijo", "adjoint", {}),
+    ("gd-armijo", "adjoint", {"n": 1000, "layers": 15}),  # the bench problem (ocdl bench train)
     ("gd-armijo", "autograd", {"time_steps": "learned"}),
     ("gd-lipschitz", "adjoint", {"family": "odenet-simplex", "tableau": None}),
     ("adam", "adjoint", {"controls": "per-stage"}),
