@@ -132,13 +132,15 @@ def _problem(n=200, **net):
                         network=ocdl.problem.NetworkSpec(**{"family": "rk", "tableau": "rk4", "layers": 8, "h": 0.1, **net}))
 
 
-@pytest.mark.parametrize("solver,gradient,net", [
-    ("gd-armijo", "adjoint", {"n": 1000, "layers": 15}),  # the bench problem (ocdl bench train)
-    ("gd-armijo", "autograd", {"time_steps": "learned"}),
-    ("gd-lipschitz", "adjoint", {"family": "odenet-simplex", "tableau": None}),
-    ("adam", "adjoint", {"controls": "per-stage"}),
+# round-off (1e-16 per gradient) grows along a trajectory: the bound 1e-12 for 100 gd-armijo
+# iterations; 100 gd-lipschitz steps on the simplex ODENet reach 1.4e-12 in μ (measured), bound 1e-11
+@pytest.mark.parametrize("solver,gradient,net,tol", [
+    ("gd-armijo", "adjoint", {"n": 1000, "layers": 15}, 1e-12),  # the bench problem (ocdl bench train)
+    ("gd-armijo", "autograd", {"time_steps": "learned"}, 1e-12),
+    ("gd-lipschitz", "adjoint", {"family": "odenet-simplex", "tableau": None}, 1e-11),
+    ("adam", "adjoint", {"controls": "per-stage"}, 1e-12),
 ])
-def test_a_native_solve_takes_the_torch_engines_steps(solver, gradient, net):
+def test_a_native_solve_takes_the_torch_engines_steps(solver, gradient, net, tol):
     net = {k: v for k, v in net.items() if v is not None}
     if net.get("family") == "odenet-simplex":
         net.pop("tableau", None)
@@ -151,9 +153,9 @@ def test_a_native_solve_takes_the_torch_engines_steps(solver, gradient, net):
     for key in ("function_evaluations", "gradient_evaluations"):
         assert r1.metrics.get(key) == r0.metrics.get(key), key
     for k in r0.params:
-        assert _rel(r1.params[k], r0.params[k]) <= 1e-12, k
-    assert abs(r1.objective - r0.objective) <= 1e-12 * abs(r0.objective)
-    assert _rel(r1.history["objective"], r0.history["objective"]) <= 1e-12
+        assert _rel(r1.params[k], r0.params[k]) <= tol, (k, _rel(r1.params[k], r0.params[k]))
+    assert abs(r1.objective - r0.objective) <= tol * abs(r0.objective)
+    assert _rel(r1.history["objective"], r0.history["objective"]) <= tol
     ev = ocdl.evaluate(p, r1.params, engine="torch")
     assert abs(r1.evaluation.objective - ev.objective) <= 1e-13 * abs(ev.objective)
     assert abs(r1.evaluation.test_objective - ev.test_objective) <= 1e-13 * abs(ev.test_objective)
