@@ -36,9 +36,11 @@ from numba.extending import intrinsic
 
 CHUNK = 256  # columns per chunk (a chunk's s stages of width 2 are 16 KiB)
 
-_JIT = dict(nogil=True, cache=True, error_model="numpy")
+# error_model="numpy": no ZeroDivisionError checks (they kept LLVM from vectorising); "contract": a·b + c
+# may be one fused multiply-add (AVX-512 here): 20 % off the sweeps, tanh still ≤ 1 ulp (tested)
+_JIT = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 # reductions only: reassociation lets LLVM vectorise the sums over the samples
-_JIT_SUM = dict(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+_JIT_SUM = dict(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract"})
 
 
 @intrinsic
