@@ -383,7 +383,7 @@ def peers_size(m: int, N: int, repeats: int, device: str = "cpu"):
             continue
         import jax
 
-        vg, E = make(N, h)
+        vg, E = make(N, h, device)
         jax_args = ((jax.numpy.asarray(prm["K"].cpu().numpy()), jax.numpy.asarray(prm["beta"].cpu().numpy()),
                      jax.numpy.asarray(prm["W"].cpu().numpy()), jax.numpy.asarray(prm["mu"].cpu().numpy())),
                     jax.numpy.asarray(Y0.cpu().numpy().T), jax.numpy.asarray(c.cpu().numpy()))

@@ -81,17 +81,18 @@ def torchdiffeq_grad(prm, Y0, c, h, adjoint: bool):
 
 
 # ---------------------------------------------------------------------- jax
-def _jax():
+def _jax(device: str = "cpu"):
+    """JAX in float64 on the bench's device: 'cpu', or 'cuda' (any 'cuda:i') for JAX's GPU backend."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_platforms", "cpu" if str(device).startswith("cpu") else "cuda")
     return jax
 
 
-def jax_value_and_grad(N: int, h: float):
+def jax_value_and_grad(N: int, h: float, device: str = "cpu"):
     """jit(value_and_grad(E)) over (K, β, W, μ), the layers in a lax.scan (samples as rows)."""
-    jax = _jax()
+    jax = _jax(device)
     import jax.numpy as jnp
 
     def E(theta, Y, c):
@@ -112,8 +113,8 @@ def jax_value_and_grad(N: int, h: float):
     return jax.jit(jax.value_and_grad(E)), jax.jit(E)
 
 
-def diffrax_value_and_grad(N: int, h: float):
-    jax = _jax()
+def diffrax_value_and_grad(N: int, h: float, device: str = "cpu"):
+    jax = _jax(device)
     import diffrax
     import jax.numpy as jnp
 
