@@ -64,16 +64,11 @@ class NativeEngine(TorchEngine):
     def evaluate(self, problem, params, data, device: str = "cpu", dtype: str = "float64"):
         """E and the test objective by the compiled forward sweep, ∇E by the compiled partner
         adjoint (float64, CPU); the accuracies and y^[N] from the same sweeps."""
-        import numpy as np
-        import torch
-
-        from ocdl.engine.native.compiled import Compiled
+        from ocdl.engine.native.compiled import Compiled, unsupported
+        from ocdl.engine.torch import evaluation_of
         from ocdl.engine.torch.network import TorchNetwork
-        from ocdl.problem import dims
-        from ocdl.result import Evaluation
-
         from ocdl.errors import OcdlError
-        from ocdl.engine.native.compiled import unsupported
+        from ocdl.problem import dims
 
         why = unsupported(problem, device, dtype)
         if why:
@@ -87,20 +82,10 @@ class NativeEngine(TorchEngine):
         Y0_test, c_test = net.inputs(test.X), net.targets(test.c)
         states, _ = comp.forward(prm, Y0)
         E, g = comp.value_grad(prm, Y0, c, states=states)
-        gflat = torch.cat([v.reshape(-1) for v in g.values()])
         states_test, _ = comp.forward(prm, Y0_test)
         E_test = comp.finish(prm, states_test, c_test, Y0_test.shape[1])[0]
-        return Evaluation(
-            objective=float(E),
-            test_objective=E_test,
-            gradient={k: v.detach().cpu().numpy().astype("float64") for k, v in g.items()},
-            gradient_norm=float(torch.linalg.vector_norm(gflat)),
-            gradient_norm_inf=float(gflat.abs().max()),
-            train_accuracy=comp.accuracy(prm, states, c),
-            test_accuracy=comp.accuracy(prm, states_test, c_test),
-            states=np.ascontiguousarray(states[-1]),
-            engine=self.name,
-        )
+        return evaluation_of(E, g, E_test, comp.accuracy(prm, states, c), comp.accuracy(prm, states_test, c_test),
+                             states[-1], self.name)
 
 
 ENGINE = register(NativeEngine())

@@ -209,8 +209,6 @@ class TorchEngine(Engine):
         from ocdl.engine.torch.adjoint import grad_adjoint
         from ocdl.engine.torch.network import TorchNetwork
         from ocdl.engine.torch.optim import eval_chunk
-        from ocdl.result import Evaluation
-
         from ocdl.problem import dims
 
         train, test = data
@@ -223,45 +221,21 @@ class TorchEngine(Engine):
         if chunk < Y0.shape[1]:
             return self._evaluate_chunked(net, prm, Y0, c, Y0_test, c_test, chunk)
         E, g = grad_adjoint(net, prm, Y0, c)
-        gflat = torch.cat([v.reshape(-1) for v in g.values()])
         with torch.no_grad():
             E_test = float(net.objective(prm, Y0_test, c_test))
             yN = net.forward(prm, Y0)
-        return Evaluation(
-            objective=float(E),
-            test_objective=E_test,
-            gradient={k: v.detach().cpu().numpy().astype("float64") for k, v in g.items()},
-            gradient_norm=float(torch.linalg.vector_norm(gflat)),
-            gradient_norm_inf=float(gflat.abs().max()),
-            train_accuracy=net.accuracy(prm, Y0, c),
-            test_accuracy=net.accuracy(prm, Y0_test, c_test),
-            states=yN.detach().cpu().numpy().astype("float64"),
-            engine=self.name,
-        )
+        return evaluation_of(E, g, E_test, net.accuracy(prm, Y0, c), net.accuracy(prm, Y0_test, c_test), yN,
+                             self.name)
 
     def _evaluate_chunked(self, net, prm, Y0, c, Y0_test, c_test, chunk):
         """:meth:`evaluate` over ``chunk`` columns at a time (:func:`~ocdl.engine.torch.optim.chunked_gradient`):
         the memory of the sweeps O(chunk·N·d), for training sets whose layer states exceed 128 MiB."""
-        import torch
-
         from ocdl.engine.torch.optim import chunked_gradient, chunked_objective
-        from ocdl.result import Evaluation
 
         E, g = chunked_gradient(net, prm, Y0, c, chunk)
-        gflat = torch.cat([v.reshape(-1) for v in g.values()])
         _, acc, yN = chunked_objective(net, prm, Y0, c, chunk, keep_states=True)
         E_test, acc_test, _ = chunked_objective(net, prm, Y0_test, c_test, chunk)
-        return Evaluation(
-            objective=float(E),
-            test_objective=E_test,
-            gradient={k: v.detach().cpu().numpy().astype("float64") for k, v in g.items()},
-            gradient_norm=float(torch.linalg.vector_norm(gflat)),
-            gradient_norm_inf=float(gflat.abs().max()),
-            train_accuracy=acc,
-            test_accuracy=acc_test,
-            states=yN.detach().cpu().numpy().astype("float64"),
-            engine=self.name,
-        )
+        return evaluation_of(E, g, E_test, acc, acc_test, yN, self.name)
 
     def states(self, problem, params, X, device: str = "cpu", dtype: str = "float64"):
         import numpy as np
@@ -288,6 +262,30 @@ def _iterations(problem, opts: dict, m: int, log=None) -> int:
     if log and n != problem.solver.iterations:
         log(f"epochs = {epochs}: {n} iterations (solver.iterations = {problem.solver.iterations} is not used)")
     return n
+
+
+def evaluation_of(E, g, E_test, train_accuracy, test_accuracy, yN, engine: str):
+    """The :class:`~ocdl.result.Evaluation` of a torch-side evaluation: E and ∇E (a dict of
+    tensors over the trained keys, given as float64 arrays with ‖∇E‖₂ and ‖∇E‖∞), the test
+    objective, the accuracies and the final states y^[N] (a tensor or an array, d × n)."""
+    import numpy as np
+    import torch
+
+    from ocdl.result import Evaluation
+
+    gflat = torch.cat([v.reshape(-1) for v in g.values()])
+    states = yN.detach().cpu().numpy().astype("float64") if torch.is_tensor(yN) else np.ascontiguousarray(yN)
+    return Evaluation(
+        objective=float(E),
+        test_objective=E_test,
+        gradient={k: v.detach().cpu().numpy().astype("float64") for k, v in g.items()},
+        gradient_norm=float(torch.linalg.vector_norm(gflat)),
+        gradient_norm_inf=float(gflat.abs().max()),
+        train_accuracy=train_accuracy,
+        test_accuracy=test_accuracy,
+        states=states,
+        engine=engine,
+    )
 
 
 ENGINE = register(TorchEngine())
