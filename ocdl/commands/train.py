@@ -138,7 +138,8 @@ def add_solver_arguments(p):
     g.add_argument("--backend", default="torch", choices=engines.names(), help="the engine")
     g.add_argument("--solver", help="; ".join(f"{e}: {' | '.join(s)}" for e, s in engines.engines().items()))
     g.add_argument("--iterations", type=int, help="iterations in total (default 1000; with --resume: the run's own)")
-    g.add_argument("--tol", type=float, help="casadi: KKT tolerance (default 1e-10)")
+    g.add_argument("--tol", type=float, help="casadi: KKT tolerance (default 1e-10); torch newton: stop at "
+                                             "‖∇E‖ ≤ tol·max(1, |E|) (default 1e-10)")
     g.add_argument("--hessian", choices=("exact", "lbfgs"), help="casadi: Hessian of the Lagrangian")
     g.add_argument("--formulation", choices=("full", "reduced"),
                    help="casadi: full-space NLP (states as variables, costates = multipliers; default) or reduced NLP "
