@@ -16,27 +16,48 @@ import signal
 import threading
 
 
-class StopOnSigint:
-    def __init__(self):
-        self.requested = False
-        self._previous = None
+class _SigintBlock:
+    """A context in which ``self._handler`` handles SIGINT (main thread only: elsewhere no handler
+    can be set, and signals go to the main thread anyway); :meth:`_restore` puts the previous one
+    back."""
+
+    _previous = None
+    _active = False
 
     def _handler(self, signum, frame):
-        self.requested = True
+        raise NotImplementedError
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
+            if self._previous is None:  # a handler not installed from Python: Python's own is the best guess
+                self._previous = signal.default_int_handler
+            self._active = True
         return self
 
+    def _restore(self):
+        """Reinstall the previous handler and return it (None if the block installed nothing)."""
+        if not self._active:
+            return None
+        self._active = False
+        previous, self._previous = self._previous, None
+        signal.signal(signal.SIGINT, previous)
+        return previous
+
+
+class StopOnSigint(_SigintBlock):
+    def __init__(self):
+        self.requested = False
+
+    def _handler(self, signum, frame):
+        self.requested = True
+
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        self._restore()
         return False
 
 
-class DeferSigint:
+class DeferSigint(_SigintBlock):
     """Hold a Ctrl-C back for the length of the block (the commit of an accepted step, the last
     rename of a snapshot), so that the block runs whole or not at all.
 
@@ -49,26 +70,14 @@ class DeferSigint:
     def __init__(self, deliver: bool = True):
         self.deliver = deliver
         self.pending = False
-        self._previous = None
-        self._active = False
 
     def _handler(self, signum, frame):
         self.pending = True
 
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-            self._active = True
-        return self
-
     def __exit__(self, exc_type, exc, tb):
-        if not self._active:
+        previous = self._restore()
+        if previous is None:
             return False
-        self._active = False
-        previous, self._previous = self._previous, None
-        if previous is None:  # a handler not installed from Python: Python's own is the best guess
-            previous = signal.default_int_handler
-        signal.signal(signal.SIGINT, previous)
         if self.pending and self.deliver and exc_type is None:
             if callable(previous):
                 previous(signal.SIGINT, None)
@@ -77,7 +86,7 @@ class DeferSigint:
         return False
 
 
-class SigintWins:
+class SigintWins(_SigintBlock):
     """A Ctrl-C inside the block ends it as KeyboardInterrupt, whatever compiled code makes of it.
 
     Compiled code that calls back into Python (matplotlib's Agg renderer reads a bounding box
@@ -90,8 +99,6 @@ class SigintWins:
 
     def __init__(self):
         self.raised = False
-        self._previous = None
-        self._active = False
 
     def _handler(self, signum, frame):
         previous = self._previous
@@ -104,20 +111,9 @@ class SigintWins:
             self.raised = True
             raise
 
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-            if self._previous is None:  # a handler not installed from Python: Python's own is the best guess
-                self._previous = signal.default_int_handler
-            self._active = True
-        return self
-
     def __exit__(self, exc_type, exc, tb):
-        if not self._active:
+        if self._restore() is None:
             return False
-        self._active = False
-        signal.signal(signal.SIGINT, self._previous)
-        self._previous = None
         if self.raised and not (exc_type is not None and issubclass(exc_type, KeyboardInterrupt)):
             raise KeyboardInterrupt from None
         return False
