@@ -33,6 +33,7 @@ from ocdl import data as data_mod
 from ocdl.benchmarks import tableau_file
 from ocdl.commands._args import int_at_least
 from ocdl.problem import DataSpec, NetworkSpec, Problem, SolverSpec, init_params
+from ocdl.metrics import rel_diff
 
 
 def register(bsub):
@@ -314,7 +315,6 @@ def peers_size(m: int, N: int, repeats: int, device: str = "cpu"):
     """The rows of one size (m, N): each contender's median time, ratio to ocdl's fastest
     gradient, relative gradient difference to ocdl's (the torch engine's partner adjoint), and
     peak memory; and the contenders skipped (name, why)."""
-    import numpy as np
     import torch
 
     from ocdl.benchmarks import peers as P
@@ -404,10 +404,10 @@ def peers_size(m: int, N: int, repeats: int, device: str = "cpu"):
     fwd_rows = {k: med[("forward", k)][0] for k in fwds}
     fwd_best = min(v for k, v in fwd_rows.items() if k.startswith("ocdl-"))
     rows = [{"contender": "ocdl", "m": m, "N": N, "kind": "gradient", "median_s": ocdl_best, "ratio_to_ocdl": 1.0,
-             "rel_diff": P.rel_diff(grads[best_name], ref), "peak_kib": mem.get(best_name), "path": best_name}]
+             "rel_diff": rel_diff(grads[best_name], ref), "peak_kib": mem.get(best_name), "path": best_name}]
     for k, t in grad_rows.items():
         g = grads[k]
-        rd = P.rel_diff(g[0], g[1]) if isinstance(g, tuple) else P.rel_diff(g, ref)
+        rd = rel_diff(g[0], g[1]) if isinstance(g, tuple) else rel_diff(g, ref)
         rows.append({"contender": k, "m": m, "N": N, "kind": "gradient", "median_s": t, "ratio_to_ocdl": t / ocdl_best,
                      "rel_diff": rd, "peak_kib": mem.get(k)})
     fbest = min((v, k) for k, v in fwd_rows.items() if k.startswith("ocdl-"))[1]
@@ -427,7 +427,6 @@ def _no_grad(f):
 
 
 def run_peers(a) -> int:
-    from ocdl.benchmarks import peers as P
     from ocdl.engine.torch.network import configure_threads
 
     threads = configure_threads(1, 2, a.threads or 1)

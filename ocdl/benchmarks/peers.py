@@ -40,16 +40,7 @@ def torch_loop(prm, Y0, c, h):
     import torch
 
     leaves = [prm[k].detach().clone().requires_grad_(True) for k in ("K", "beta", "W", "mu")]
-    K, beta, W, mu = leaves
-    y = Y0.T
-    for j in range(K.shape[0]):
-        f = lambda x: torch.tanh(x @ K[j].T + beta[j])  # noqa: E731
-        k1 = f(y)
-        k2 = f(y + 0.5 * h * k1)
-        k3 = f(y + 0.5 * h * k2)
-        k4 = f(y + h * k3)
-        y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-    E = 0.5 * ((torch.sigmoid(y @ W + mu) - c) ** 2).sum()
+    E = torch_loop_forward(dict(zip(("K", "beta", "W", "mu"), leaves)), Y0, c, h)
     return E.detach(), torch.autograd.grad(E, leaves)
 
 
@@ -155,10 +146,6 @@ def jax_memory_kib(fn, *args) -> float | None:
 
 def flat_grad(g) -> np.ndarray:
     return np.concatenate([np.asarray(x, dtype=np.float64).reshape(-1) for x in g])
-
-
-def rel_diff(g, ref) -> float:
-    return float(np.abs(g - ref).max() / max(np.abs(ref).max(), 1e-300))
 
 
 def default_repeats(repeats: int, m: int, N: int) -> int:
