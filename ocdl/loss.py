@@ -134,6 +134,34 @@ def _dsquared_k(z, e, xp):
     return s * (r - xp.sum0(s * r))
 
 
+def _d2squared(z, c, w, xp):
+    """ℓ'' w with ℓ'' = S'(S' + r (1 − 2S)), S' = S(1 − S) = u/d², 1 − 2S = (q − p)/d."""
+    r, u, d = _residual(z, c, xp)
+    _, _, p, q, _ = _parts(z, xp)
+    ds = u / (d * d)
+    return ds * (ds + r * ((q - p) / d)) * w
+
+
+def _d2logistic(z, c, w, xp):
+    """ℓ'' w = S(1 − S) w."""
+    _, u, _, _, d = _parts(z, xp)
+    return (u / (d * d)) * w
+
+
+def _d2cross_entropy_k(z, e, w, xp):
+    """∇²ℓ w = (diag s − s sᵀ) w = s ⊙ (w − ⟨s, w⟩)."""
+    s = softmax(z, xp)
+    return s * (w - xp.sum0(s * w))
+
+
+def _d2squared_k(z, e, w, xp):
+    """∇²ℓ w = J(J w) + ṡ ⊙ (r − ⟨s, r⟩) − s ⟨ṡ, r⟩ with J = diag s − s sᵀ, ṡ = J w, r = s − e
+    (the derivative of ∇ℓ = J r in the direction w: J ṙ with ṙ = ṡ, and J's own derivative)."""
+    r, s = _residual_k(z, e, xp)
+    sd = s * (w - xp.sum0(s * w))
+    return s * (sd - xp.sum0(s * sd)) + sd * (r - xp.sum0(s * r)) - s * xp.sum0(sd * r)
+
+
 LOSSES = {"squared": (_squared, _dsquared), "logistic": (_logistic, _dlogistic),
           "cross-entropy": (_logistic, _dlogistic)}
 """The two-class losses by name (``objective.loss``): (ℓ(z, c, xp), ∂ℓ/∂z(z, c, xp)),
@@ -163,6 +191,17 @@ def pointwise(kind: str, z, c, xp, classes: int = 2):
 def dpointwise(kind: str, z, c, xp, classes: int = 2):
     """∂ℓ/∂z (z's shape)."""
     return _get(kind, classes)[1](z, c, xp)
+
+
+_SECOND = {2: {"squared": _d2squared, "logistic": _d2logistic, "cross-entropy": _d2logistic},
+           "K": {"squared": _d2squared_k, "logistic": _d2cross_entropy_k, "cross-entropy": _d2cross_entropy_k}}
+
+
+def d2pointwise(kind: str, z, c, w, xp, classes: int = 2):
+    """∇²_z ℓ(z, c) · w per sample (z's shape): ℓ'' w elementwise for two classes, the K × K
+    Hessian of each column applied to the column of w for K ≥ 3."""
+    _get(kind, classes)
+    return _SECOND[2 if classes == 2 else "K"][kind](z, c, w, xp)
 
 
 def hypothesis(z, xp, classes: int = 2):

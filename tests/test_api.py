@@ -38,7 +38,7 @@ def test_import_is_light_and_lists_its_names():
 def test_engines_registry():
     assert ocdl.engines() == {"torch": ("gd-armijo", "gd-lipschitz", "lbfgs", "adam", "sgd", "newton"),
                               "casadi": ("ipopt", "sqp", "bvp"),
-                              "native": ("gd-armijo", "gd-lipschitz", "lbfgs", "adam", "sgd")}
+                              "native": ("gd-armijo", "gd-lipschitz", "lbfgs", "adam", "sgd", "newton")}
     for name in base.names():
         eng = base.get(name)
         assert isinstance(eng, base.Engine) and eng.default_solver in eng.solvers

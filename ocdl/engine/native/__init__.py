@@ -6,7 +6,8 @@ classifier, the loss and R are the torch engine's code on the m logits, and the 
 torch engine's (:mod:`ocdl.engine.torch.optim`), so that a run takes the same steps as the torch
 engine's to round-off. ``gradient = "adjoint"`` (the default) is the partner adjoint with the
 O(N·m·d) memory of the layer states; ``"autograd"`` is reverse mode of the forward sweep with the
-stages kept (O(N·s·m·d)), as autograd. Runs the σ = tanh field on explicit tableaux (rk, resnet,
+stages kept (O(N·s·m·d)), as autograd. The ``newton`` solver's H·v are the compiled tangent and
+second-order adjoint sweeps (:mod:`.hv_kernels`, :mod:`.curvature`). Runs the σ = tanh field on explicit tableaux (rk, resnet,
 odenet, plain net layers), per-layer or per-stage controls, fixed, learned or simplex steps, any
 loss and class count, on the CPU in float64; anything else is refused with one line. Needs numba
 (``pip install 'ocdl[native]'``). Why numba: see docs/torch-engine.md ("The compiled path").
@@ -20,7 +21,7 @@ from ocdl.engine.base import register
 from ocdl.engine.torch import TorchEngine
 
 
-_SOLVERS = ("gd-armijo", "gd-lipschitz", "lbfgs", "adam", "sgd")  # those that evaluate E and ∇E only
+_SOLVERS = ("gd-armijo", "gd-lipschitz", "lbfgs", "adam", "sgd", "newton")  # newton: H·v by .curvature
 
 
 class NativeEngine(TorchEngine):

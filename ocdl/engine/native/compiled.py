@@ -43,9 +43,10 @@ def unsupported(problem, device: str = "cpu", dtype: str = "float64") -> str | N
 _WARM: set = set()
 
 
-def kernels(parallel: bool = False):
+def kernels(parallel: bool = False, second_order: bool = False):
     """The compiled kernels (:mod:`.kernels`), compiled or loaded from numba's on-disk cache once
-    per process (``parallel``: the threaded variants too) under an exclusive file lock, so that
+    per process (``parallel``: the threaded variants too; ``second_order``: the sweeps of
+    :mod:`.hv_kernels` too) under an exclusive file lock, so that
     processes starting together (parallel test runs) never write and read the cache at once (an
     unlocked race aborted the interpreter in llvmlite's bitcode reader here). numba missing is
     one line naming the extra."""
@@ -59,6 +60,12 @@ def kernels(parallel: bool = False):
         with _lock():
             k.warm_up(parallel)
         _WARM.add(parallel)
+    if second_order and ("second", parallel) not in _WARM:
+        from ocdl.engine.native import hv_kernels
+
+        with _lock():
+            hv_kernels.warm_up(parallel)
+        _WARM.add(("second", parallel))
     return k
 
 
@@ -170,10 +177,8 @@ class Compiled:
             if not want_grad:
                 return float(E), None
             g = loss_mod.dpointwise(kind, z, c, net.xp, net.K) * scale
-            two = net.K == 2
-            p = params["W"][:, None] * g[None, :] if two else params["W"].T @ g
-            cls = {"W": yN @ g if two else g @ yN.T, "mu": g.sum() if two else g.sum(1)}
-        return E, (p, cls)
+            p, gW, gmu = classifier_back(params["W"], yN, g)
+        return E, (p, {"W": gW, "mu": gmu})
 
     def accuracy(self, params, states, c) -> float:
         """The fraction of samples classified right from the layer states (as
@@ -220,6 +225,14 @@ class Compiled:
                 for key, v in regulariser.gradient(prob, params).items():
                     grads[key] = grads[key] + v
         return E, grads
+
+
+def classifier_back(W, yN, g):
+    """(Wᵀ g, g y^[N]ᵀ, Σ_n g_n): the vector–Jacobian products of z = W y^[N] + μ with a
+    cotangent g of z (m values for two classes, W ∈ R^d; K × m for K classes)."""
+    if W.dim() == 1:
+        return W[:, None] * g[None, :], yN @ g, g.sum()
+    return W.T @ g, g @ yN.T, g.sum(1)
 
 
 def _np(x) -> np.ndarray:

@@ -43,6 +43,13 @@ class CompiledObjective(Objective):
         self._last = None
         return float(E), self.flat(g)
 
+    def curvature(self, theta, gauss_newton: bool = False):
+        """v ↦ ∇²E(θ) v (or G v) by the compiled second-order sweeps
+        (:class:`ocdl.engine.native.curvature.Curvature`)."""
+        from ocdl.engine.native.curvature import Curvature
+
+        return Curvature(self, theta, gauss_newton)
+
     def batch_value_grad(self, theta, idx):
         if idx is None:
             return self.value_grad(theta)

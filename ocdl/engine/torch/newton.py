@@ -1,7 +1,9 @@
 """Solver ``newton``: trust-region Newton–CG (Steihaug–Toint) with exact Hessian–vector products.
 
-Per iteration at θ_k (E, g = ∇E by the partner adjoint; H·v by :class:`~.hessian.Curvature`, or
-the Gauss–Newton G·v with ``hessian = 'gauss-newton'``), the model
+Per iteration at θ_k (E, g = ∇E by the partner adjoint; H·v by the objective's ``curvature(θ)``
+— :class:`~.hessian.Curvature` in the torch engine, the compiled second-order sweeps of
+:mod:`ocdl.engine.native.curvature` in the native engine — or the Gauss–Newton G·v with
+``hessian = 'gauss-newton'``), the model
 m(s) = E + ⟨g, s⟩ + ½ ⟨s, H s⟩ is minimised over ‖s‖ ≤ Δ by truncated conjugate gradients
 (Steihaug 1983, Toint 1981), started at s = 0:
 
@@ -44,7 +46,6 @@ import time
 import torch
 
 from ocdl.interrupt import DeferSigint
-from ocdl.engine.torch.hessian import Curvature
 
 _ROUNDOFF = 1e3 * 2.0**-52
 
@@ -269,7 +270,7 @@ def newton_cg(obj, problem, theta0, iterations, opts, *, state=None, history=Non
                 success, diverged, message = False, True, why
                 break
             if cur is None or cur.theta_of is not theta:
-                cur = Curvature(obj, theta, gauss_newton)
+                cur = obj.curvature(theta, gauss_newton)
                 cur.theta_of = theta
             t = trial_step(obj, project, theta, E, g, cur, state["radius"], opts)
             with DeferSigint():  # the commit: all of it, or (Ctrl-C before it) none of it

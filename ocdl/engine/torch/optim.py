@@ -100,6 +100,12 @@ class Objective:
         self._last = None
         return float(E), self.flat(g)
 
+    def curvature(self, theta, gauss_newton: bool = False):
+        """v ↦ ∇²E(θ) v (or the Gauss–Newton G v) at θ: :class:`ocdl.engine.torch.hessian.Curvature`."""
+        from ocdl.engine.torch.hessian import Curvature
+
+        return Curvature(self, theta, gauss_newton)
+
     def batch_value_grad(self, theta, idx):
         """(E_𝓑(θ), ∇E_𝓑(θ)) of the minibatch of training columns ``idx`` (a tensor of indices; None:
         the full batch, :meth:`value_grad`): the loss summed over the batch by the sweep of a copy of
