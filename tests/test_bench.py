@@ -103,3 +103,28 @@ def test_bench_solve_rejects_an_unknown_row(capsys):
     rc = main(["bench", "solve", "--n", "30", "--layers", "2", "--formulations", "full,shooting", "--no-torch"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "shooting" in err[0] and err[0].startswith("ocdl: error:")
+
+
+def test_bench_solve_newton_and_scipy_rows(capsys):
+    """The Newton–CG rows (torch; native where numba is installed) and the scipy trust-ncg rows on
+    every installed H·v source, each to the tolerance, and their distance to the nearest CasADi
+    solution (a figure: the problem is not convex, and here Newton and the SQP part ways)."""
+    from ocdl.benchmarks.solve import hv_sources, native_available
+
+    rc = main(["bench", "solve", "--n", "30", "--layers", "2", "--tableaux", "rk4", "--no-bvp", "--json",
+               "--formulations", "reduced-sqp", "--scipy", "--torch-iterations", "5"])
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    engines = [r["engine"] for r in rows]
+    want = ["torch-newton"] + (["native-newton"] if native_available() else [])
+    want += ["scipy-trust-ncg" + ("" if hv == "torch" else f"-{hv}") for hv in hv_sources()]
+    assert rc == 0 and engines == ["casadi"] + want + ["torch-lbfgs"]
+    for r in rows[1:-1]:
+        assert r["grad_norm"] <= 1e-10 * max(1.0, abs(r["objective"])) and r["hv_products"] > 0, r["engine"]
+        assert r["nearest_row"] == "reduced-sqp" and 0.0 <= r["nearest_diff"] < float("inf"), r["engine"]
+
+
+def test_bench_solve_hv_sources_are_checked(capsys):
+    rc = main(["bench", "solve", "--n", "30", "--layers", "2", "--formulations", "reduced", "--no-bvp", "--scipy",
+               "--hv", "torch,tensorflow"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "'tensorflow' is not one of torch, native, jax" in err[0]

@@ -104,6 +104,65 @@ def jax_value_and_grad(N: int, h: float, device: str = "cpu"):
     return jax.jit(jax.value_and_grad(E)), jax.jit(E)
 
 
+def jax_training_objective(prob, X, c, params0, device: str = "cpu"):
+    """(fg, hessp) for scipy.optimize on the flat θ of ``prob``'s trained (K, β, W, μ) in ocdl's
+    layout, as a JAX user writes it: E = loss + R of a two-class, per-layer-control network with
+    any explicit tableau and fixed steps (the ``bench solve`` problem), ``fg = jit(value_and_grad(E))``,
+    ``hessp = jit(jvp of grad)`` (forward-over-reverse)."""
+    jax = _jax(device)
+    import jax.numpy as jnp
+
+    if tuple(prob.trainable()) != ("K", "beta", "W", "mu") or prob.per_stage:
+        raise ValueError("the JAX objective covers the bench problem only (per-layer controls, K, β, W, μ trained)")
+    A, b = np.asarray(prob.tableau.A), np.asarray(prob.tableau.b)
+    s = len(b)
+    h = jnp.asarray(np.asarray(params0["h"], dtype=np.float64))
+    shapes = [(k, np.shape(params0[k])) for k in ("K", "beta", "W", "mu")]
+    alpha, a_s, hbar = prob.tikhonov(), float(prob.objective.smooth), float(prob.h)
+    Y, cc = jnp.asarray(X), jnp.asarray(np.asarray(c, dtype=np.float64))
+    scale = 1.0 / X.shape[0] if prob.objective.mean else 1.0
+    logistic = prob.objective.loss in ("logistic", "cross-entropy")
+
+    def unflat(theta):
+        out, i = {}, 0
+        for k, shape in shapes:
+            n = int(np.prod(shape))
+            out[k] = theta[i:i + n].reshape(shape)
+            i += n
+        return out
+
+    def E(theta):
+        p = unflat(theta)
+
+        def layer(y, u):
+            Kj, bj, hj = u
+            F = []
+            for i in range(s):
+                Yi = y + hj * sum(A[i, l] * F[l] for l in range(i) if A[i, l] != 0)
+                F.append(jnp.tanh(Yi @ Kj.T + bj))
+            return y + hj * sum(b[i] * F[i] for i in range(s) if b[i] != 0), None
+
+        y, _ = jax.lax.scan(layer, Y, (p["K"], p["beta"], h))
+        z = y @ p["W"] + p["mu"]
+        loss = (jax.nn.softplus(z) - cc * z) if logistic else 0.5 * (jax.nn.sigmoid(z) - cc) ** 2
+        R = sum(0.5 * alpha[k] * jnp.sum(p[k] ** 2) for k in p)
+        if a_s > 0:
+            R = R + sum(0.5 * a_s / hbar * jnp.sum((p[k][1:] - p[k][:-1]) ** 2) for k in ("K", "beta"))
+        return scale * jnp.sum(loss) + R
+
+    vg = jax.jit(jax.value_and_grad(E))
+    hv = jax.jit(lambda x, v: jax.jvp(jax.grad(E), (x,), (v,))[1])
+
+    def fg(x):
+        e, g = vg(jnp.asarray(x))
+        return float(e), np.asarray(g, dtype=np.float64)
+
+    def hessp(x, v):
+        return np.asarray(hv(jnp.asarray(x), jnp.asarray(v)), dtype=np.float64)
+
+    return fg, hessp
+
+
 def diffrax_value_and_grad(N: int, h: float, device: str = "cpu"):
     jax = _jax(device)
     import diffrax

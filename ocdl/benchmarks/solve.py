@@ -86,9 +86,14 @@ def register(bsub):
                    help="skip Newton on the Hamiltonian BVP from a 1e-3 perturbation of the first formulation's solution")
     p.add_argument("--torch-iterations", type=int_at_least(1), default=5000,
                    help="L-BFGS iteration budget of the PyTorch comparison (default 5000)")
-    p.add_argument("--no-newton", action="store_true", help="skip the torch engine's Newton–CG row (torch-newton)")
+    p.add_argument("--no-newton", action="store_true",
+                   help="skip the Newton–CG rows (torch-newton; native-newton where numba is installed)")
     p.add_argument("--scipy", action="store_true",
-                   help="add a row of scipy trust-ncg fed by ocdl's exact H·v (the user's alternative)")
+                   help="add rows of scipy trust-ncg fed by exact H·v (the user's alternative): ocdl's torch H·v, "
+                        "ocdl's compiled H·v (numba installed) and a jitted JAX H·v (jax installed), or those of --hv")
+    p.add_argument("--hv", default=None,
+                   help=f"comma-separated H·v sources of the scipy trust-ncg rows, of {', '.join(HV_SOURCES)} "
+                        "(default: every installed one)")
     p.add_argument("--no-scipy", action="store_true", help="--scaling d: skip the scipy trust-ncg rows")
     p.add_argument("--ipopt-max-width", type=int_at_least(0), default=16,
                    help="--scaling d: the largest width that IPOPT (reduced, dense exact Hessian) is run at (default 16)")
@@ -231,34 +236,65 @@ def run_torch(prob, gtol, iterations):
     }
 
 
-def run_torch_newton(prob, tol, iterations=500, init=None, label="torch-newton"):
-    """The torch engine's trust-region Newton–CG (exact H·v) until ‖∇E‖ ≤ tol·max(1, |E|)."""
+def run_torch_newton(prob, tol, iterations=500, init=None, label=None, engine="torch"):
+    """Trust-region Newton–CG of the torch engine (exact H·v by reverse-over-reverse AD) or of the
+    native engine (``engine = 'native'``: the compiled second-order sweeps) until
+    ‖∇E‖ ≤ tol·max(1, |E|)."""
     from ocdl import api
 
     c0, t0 = time.process_time(), time.perf_counter()
-    res = api.solve(prob, engine="torch", solver="newton", iterations=iterations, tol=float(tol), init=init)
+    res = api.solve(prob, engine=engine, solver="newton", iterations=iterations, tol=float(tol), init=init)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     it = max(int(res.metrics["iterations"]), 1)
     return {
-        "engine": label, "formulation": "-", "tableau": prob.network.tableau, "m": prob.data.n, "N": prob.N,
-        "status": res.metrics["solver_status"], "iterations": it, "build_s": 0.0, "solve_s": wall, "wall_s": wall,
-        "cpu_s": cpu, "s_per_iter": wall / it, "kkt": float("nan"), "objective": res.objective,
+        "engine": label or f"{engine}-newton", "formulation": "-", "tableau": prob.network.tableau, "m": prob.data.n,
+        "N": prob.N, "status": res.metrics["solver_status"], "iterations": it, "build_s": 0.0, "solve_s": wall,
+        "wall_s": wall, "cpu_s": cpu, "s_per_iter": wall / it, "kkt": float("nan"), "objective": res.objective,
         "grad_norm": res.gradient_norm, "hv_products": int(res.metrics["hv_products"]), "params": res.params,
     }
 
 
-def _warm_up(prob):
-    """One untimed Newton solve of a tiny copy of ``prob`` (first calls: imports, kernels)."""
-    run_torch_newton(prob.replace(data__n=20, network__layers=2), 1e-6, iterations=5)
+def native_available() -> bool:
+    """The native engine's numba is installed (the ``native-newton`` rows)."""
+    from ocdl.benchmarks.peers import installed
+
+    return installed("numba")
 
 
-def run_scipy_trust_ncg(prob, tol, iterations=2000):
-    """scipy.optimize.minimize(method='trust-ncg') on ocdl's E, ∇E (partner adjoint) and exact H·v
-    (:class:`ocdl.engine.torch.hessian.Curvature`, one per θ): the user's own alternative."""
+def _warm_up(prob, engines=("torch",)):
+    """One untimed Newton solve of a tiny copy of ``prob`` per engine (first calls: imports, kernels)."""
+    for engine in engines:
+        run_torch_newton(prob.replace(data__n=20, network__layers=2), 1e-6, iterations=5, engine=engine)
+
+
+HV_SOURCES = ("torch", "native", "jax")
+
+
+def hv_sources(names=None) -> list:
+    """The scipy rows' H·v sources: ``names`` (comma-separated), or every installed one."""
+    from ocdl.benchmarks.peers import installed
+
+    if names:
+        out = [n.strip() for n in names.split(",") if n.strip()]
+        bad = [n for n in out if n not in HV_SOURCES]
+        if bad:
+            raise OcdlError(f"--hv: {bad[0]!r} is not one of {', '.join(HV_SOURCES)}")
+        missing = [n for n in out if n != "torch" and not installed({"native": "numba"}.get(n, n))]
+        if missing:
+            raise OcdlError(f"--hv {missing[0]}: not installed (pip install 'ocdl[{'native' if missing[0] == 'native' else 'peers'}]')")
+        return out
+    return [n for n in HV_SOURCES if n == "torch" or installed({"native": "numba"}.get(n, n))]
+
+
+def run_scipy_trust_ncg(prob, tol, iterations=2000, hv="torch"):
+    """scipy.optimize.minimize(method='trust-ncg') on E, ∇E and exact H·v — the user's own
+    alternative — from ``hv``: 'torch' (the partner adjoint and
+    :class:`ocdl.engine.torch.hessian.Curvature`, one per θ), 'native' (the compiled gradient and
+    :class:`ocdl.engine.native.curvature.Curvature`) or 'jax' (jit(value_and_grad) and a jitted
+    forward-over-reverse H·v of the same objective, :func:`ocdl.benchmarks.peers.jax_training_objective`)."""
     import scipy.optimize as so
     import torch
 
-    from ocdl.engine.torch.hessian import Curvature
     from ocdl.engine.torch.network import TorchNetwork, configure_threads
     from ocdl.engine.torch.optim import Objective
 
@@ -266,33 +302,52 @@ def run_scipy_trust_ncg(prob, tol, iterations=2000):
     d = prob.width(train.dim)
     configure_threads(train.n, d)
     net = TorchNetwork(prob, d)
-    base = net.to_torch(init_params(prob, d))
-    obj = Objective(net, base, prob.trainable(), net.inputs(train.X), net.targets(train.c),
-                    net.inputs(test.X), net.targets(test.c))
+    params0 = init_params(prob, d)
+    base = net.to_torch(params0)
+    args = (net, base, prob.trainable(), net.inputs(train.X), net.targets(train.c), net.inputs(test.X),
+            net.targets(test.c))
+    if hv == "native":
+        from ocdl.engine.native.objective import CompiledObjective
+
+        obj = CompiledObjective(*args)
+    else:
+        obj = Objective(*args)
+    x0 = obj.flat(base).numpy().copy()
     cache, count = {}, [0]
+    if hv == "jax":
+        from ocdl.benchmarks.peers import jax_training_objective
 
-    def fg(x):
-        E, g = obj.value_grad(torch.from_numpy(x))
-        return E, g.numpy()
+        fg, hessp0 = jax_training_objective(prob, args[3].T.numpy(), train.c, params0)  # the (lifted) inputs as rows
+        fg(x0), hessp0(x0, x0)  # compile outside the timing
 
-    def hessp(x, p):
-        key = x.tobytes()
-        if key not in cache:
-            cache.clear()
-            cache[key] = Curvature(obj, torch.from_numpy(x.copy()))
-        count[0] += 1
-        return cache[key](torch.from_numpy(p)).numpy()
+        def hessp(x, p):
+            count[0] += 1
+            return hessp0(x, p)
+    else:
+        def fg(x):
+            E, g = obj.value_grad(torch.from_numpy(x))
+            return E, g.numpy()
+
+        def hessp(x, p):
+            key = x.tobytes()
+            if key not in cache:
+                cache.clear()
+                cache[key] = obj.curvature(torch.from_numpy(x.copy()))
+            count[0] += 1
+            return cache[key](torch.from_numpy(p)).numpy()
 
     c0, t0 = time.process_time(), time.perf_counter()
-    r = so.minimize(fg, obj.flat(base).numpy().copy(), jac=True, hessp=hessp, method="trust-ncg",
+    r = so.minimize(fg, x0, jac=True, hessp=hessp, method="trust-ncg",
                     options={"gtol": float(tol), "maxiter": iterations})
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     it = max(int(r.nit), 1)
     return {
-        "engine": "scipy-trust-ncg", "formulation": "-", "tableau": prob.network.tableau, "m": prob.data.n,
+        "engine": "scipy-trust-ncg" + ("" if hv == "torch" else f"-{hv}"), "formulation": "-",
+        "tableau": prob.network.tableau, "m": prob.data.n,
         "N": prob.N, "status": "ok" if r.success else str(r.message)[:40], "iterations": it, "build_s": 0.0,
         "solve_s": wall, "wall_s": wall, "cpu_s": cpu, "s_per_iter": wall / it, "kkt": float("nan"),
         "objective": float(r.fun), "grad_norm": float(np.linalg.norm(r.jac)), "hv_products": count[0],
+        "params": {k: v.numpy().copy() for k, v in obj.unflat(torch.from_numpy(r.x)).items() if k in obj.keys},
     }
 
 
@@ -310,19 +365,20 @@ def width_problem(d, N=20, m=200, tableau="rk4", data="spiral", seed=0):
 
 
 def run_width_scaling(args) -> list:
-    """Time to ‖∇E‖ ≤ tol·max(1, |E|) against the width d at N = --layers: torch-newton (H·v count),
-    scipy trust-ncg on ocdl's H·v, and IPOPT on the reduced NLP (exact dense Hessian) up to
-    --ipopt-max-width."""
+    """Time to ‖∇E‖ ≤ tol·max(1, |E|) against the width d at N = --layers: torch-newton and
+    native-newton (H·v count), scipy trust-ncg on the H·v of --hv, and IPOPT on the reduced NLP
+    (exact dense Hessian) up to --ipopt-max-width."""
     rows = []
     widths = _values(args.values) if args.values else [2, 8, 16, 32, 64]
+    engines = ("torch", "native") if native_available() else ("torch",)
+    sources = [] if args.no_scipy else hv_sources(args.hv)
     for d in widths:
         prob = width_problem(d, args.layers, args.n, args.tableaux.split(",")[0], args.data)
         if d == widths[0]:
-            _warm_up(prob)
+            _warm_up(prob, engines)
         n_theta = sum(math.prod(v) for v in prob.param_shapes(d).values())
-        out = [run_torch_newton(prob, args.tol)]
-        if not args.no_scipy:
-            out.append(run_scipy_trust_ncg(prob, args.tol))
+        out = [run_torch_newton(prob, args.tol, engine=e) for e in engines]
+        out += [run_scipy_trust_ncg(prob, args.tol, hv=hv) for hv in sources]
         if d <= args.ipopt_max_width:
             out.append(run_casadi(prob))
         for r in out:
@@ -424,10 +480,11 @@ def run(args) -> int:
             print(json.dumps({"rows": rows, "fits": fits}))
         return 0
     for tab in args.tableaux.split(","):
-        first, solution = None, {}
+        first, solution, solutions = None, {}, {}
         for form in _rows(args.formulations or DEFAULT_ROWS):
             prob = problem(args.n, args.layers, args.h, tab, args.controls, args.data, form, args.tol, args.max_iter)
             rows.append(_median([run_casadi(prob, keep=solution) for _ in range(args.repeats)]))
+            solutions[form] = solution["params"]
             if first is None:
                 first, first_solution = rows[-1], dict(solution)
             if not args.json:
@@ -437,19 +494,23 @@ def run(args) -> int:
             rows.append(_median([run_bvp(prob, first_solution["params"]) for _ in range(args.repeats)]))
             if not args.json:
                 _print_row(rows[-1], header=False)
-        if not (args.no_newton or args.no_torch):  # the same start as the rows above, to the same tolerance
-            prob = problem(args.n, args.layers, args.h, tab, args.controls, args.data)
-            _warm_up(prob)
-            rows.append(_median([run_torch_newton(prob, args.tol) for _ in range(args.repeats)]))
-            newton_params = rows[-1].pop("params")
-            if first_solution:
-                rows[-1]["controls_diff"] = max(float(np.max(np.abs(newton_params[k] - first_solution["params"][k])))
-                                                for k in prob.trainable())
-            if not args.json:
-                _print_row(rows[-1], header=False)
+        prob = problem(args.n, args.layers, args.h, tab, args.controls, args.data)
+        runs = []  # the same start as the rows above, to the same tolerance
+        if not (args.no_newton or args.no_torch):
+            engines = ("torch", "native") if native_available() else ("torch",)
+            _warm_up(prob, engines)
+            runs += [lambda e=e: run_torch_newton(prob, args.tol, engine=e) for e in engines]
         if args.scipy:
-            prob = problem(args.n, args.layers, args.h, tab, args.controls, args.data)
-            rows.append(_median([run_scipy_trust_ncg(prob, args.tol) for _ in range(args.repeats)]))
+            runs += [lambda hv=hv: run_scipy_trust_ncg(prob, args.tol, hv=hv) for hv in hv_sources(args.hv)]
+        for run_one in runs:
+            rows.append(_median([run_one() for _ in range(args.repeats)]))
+            params = rows[-1].pop("params")
+            diffs = {form: max(float(np.max(np.abs(params[k] - sol[k]))) for k in prob.trainable())
+                     for form, sol in solutions.items()}
+            if diffs:  # the first row's solution, and the nearest CasADi solution (a non-convex problem has several)
+                rows[-1]["controls_diff"] = next(iter(diffs.values()))
+                rows[-1]["nearest_row"] = min(diffs, key=diffs.get)
+                rows[-1]["nearest_diff"] = diffs[rows[-1]["nearest_row"]]
             if not args.json:
                 _print_row(rows[-1], header=False)
         if not args.no_torch:
@@ -465,12 +526,14 @@ def run(args) -> int:
 
 def _print_row(r, header):
     if header:
-        print(f"{'engine':<12} {'form':<17} {'tableau':<8} {'m':>5} {'N':>3} {'build s':>8} {'solve s':>8} {'wall s':>8} "
+        print(f"{'engine':<22} {'form':<17} {'tableau':<8} {'m':>5} {'N':>3} {'build s':>8} {'solve s':>8} {'wall s':>8} "
               f"{'cpu s':>8} {'iter':>6} {'s/iter':>8} {'KKT':>9} {'|grad E|':>9} {'objective':>14}  status")
-    print(f"{r['engine']:<12} {r['formulation']:<17} {r['tableau']:<8} {r['m']:>5} {r['N']:>3} {r['build_s']:>8.2f} "
+    print(f"{r['engine']:<22} {r['formulation']:<17} {r['tableau']:<8} {r['m']:>5} {r['N']:>3} {r['build_s']:>8.2f} "
           f"{r['solve_s']:>8.2f} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['iterations']:>6} {r['s_per_iter']:>8.4f} "
           f"{r['kkt']:>9.1e} {r['grad_norm']:>9.1e} {r['objective']:>14.8e}  {r['status']}"
           + (f" ({r['restorations']} restoration(s))" if r.get("restorations") else "")
           + (f" ({r['hv_products']} H·v)" if "hv_products" in r else "")
           + (f", max |Δθ| to the first row {r['controls_diff']:.1e}" if "controls_diff" in r and r["engine"] != "casadi"
-             else ""), flush=True)
+             else "")
+          + (f", to the nearest ({r['nearest_row']}) {r['nearest_diff']:.1e}" if "nearest_row" in r else ""),
+          flush=True)
