@@ -128,3 +128,19 @@ def test_bench_solve_hv_sources_are_checked(capsys):
                "--hv", "torch,tensorflow"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "'tensorflow' is not one of torch, native, jax" in err[0]
+
+
+def test_bench_hv_reports_the_cost_of_a_product_against_a_gradient(capsys):
+    from ocdl.benchmarks.solve import native_available
+
+    rc = main(["bench", "hv", "--n", "30", "--layers", "2", "--repeats", "2", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["problem"]["n_theta"] == 2 * 6 + 3
+    assert [r["engine"] for r in out["rows"]] == ["torch"] + (["native"] if native_available() else [])
+    for r in out["rows"]:
+        assert r["gradient_s"] > 0 and r["hv_s"] > 0 and r["hv_over_gradient"] == r["hv_s"] / r["gradient_s"]
+    if native_available():
+        assert out["rel_diff"] <= 1e-12
+    rc = main(["bench", "hv", "--engines", "jax"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "'jax' is not one of torch, native" in err[0]

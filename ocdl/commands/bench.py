@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-KINDS = ("gradient", "solve", "epoch", "train")
+KINDS = ("gradient", "solve", "hv", "epoch", "train")
 
 
 def register(sub):
