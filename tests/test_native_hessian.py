@@ -134,3 +134,15 @@ def test_newton_in_the_native_engine_lands_where_the_torch_engines_does():
     assert r1.metrics["hv_products"] > 0
     for k in r0.params:
         assert float(np.abs(r1.params[k] - r0.params[k]).max()) <= 1e-8, k
+
+
+def test_without_the_stages_kept_the_products_are_the_same_bits():
+    """keep_stages=False: the memory of the adjoint, O(N·m·d); the stages recomputed per product."""
+    for case in (CASES[1], CASES[4], CASES[8]):
+        _, nobj, prm = _instance(*case)
+        theta = nobj.flat(prm)
+        v = torch.tensor(np.random.default_rng(5).standard_normal(theta.numel()))
+        for gn in (False, True):
+            kept, lean = Curvature(nobj, theta, gn, keep_stages=True), Curvature(nobj, theta, gn, keep_stages=False)
+            assert kept.stages.size > 0 and lean.stages.size == 0
+            assert torch.equal(kept(v), lean(v)), (case, gn)

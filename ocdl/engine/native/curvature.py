@@ -15,8 +15,10 @@ v = (K̇, β̇, ḣ, Ẇ, μ̇):
 The costate form is the gradient's (the partner form where it exists, unless the objective's
 gradient is 'autograd'). Gauss–Newton (``gauss_newton=True``): G v = J_zᵀ H_z J_z v + ∇²R v with
 J_z v = ż from the tangent sweep, H_z as :func:`ocdl.engine.torch.hessian._loss_gn`, and J_zᵀ w by
-the first-order backward sweep (:func:`.kernels.backward`) from p^[N] = Wᵀ w. Memory: y^[j],
-ẏ^[j] and the F_i, O(s·N·m·d).
+the first-order backward sweep (:func:`.kernels.backward`) from p^[N] = Wᵀ w. Memory: y^[j] and
+ẏ^[j], O(N·m·d) as the adjoint, and the stage values F_i of the forward sweep, O(s·N·m·d), where
+they fit in :data:`KEEP_STAGES_BYTES` (``keep_stages``: always / never); without them every product
+recomputes them (one tanh per stage value) — the same numbers, bit for bit.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ from ocdl.engine.native.compiled import classifier_back
 from ocdl.engine.torch.hessian import _loss_gn
 
 
+KEEP_STAGES_BYTES = 256 * 2**20
+
+
 class Curvature:
     """v ↦ ∇²E(θ) v (or G v) at one θ of a :class:`~ocdl.engine.native.objective.CompiledObjective`,
     flat vectors in its layout; ``products`` counts the products formed."""
 
-    def __init__(self, obj, theta: torch.Tensor, gauss_newton: bool = False):
+    def __init__(self, obj, theta: torch.Tensor, gauss_newton: bool = False, keep_stages: bool | None = None):
         from ocdl.engine.native import hv_kernels
         from ocdl.engine.native.compiled import kernels
 
@@ -43,7 +48,13 @@ class Curvature:
         self.hk = hv_kernels
         net, prob = comp.net, comp.net.problem
         self.params = params = obj.unflat(theta.detach())
-        self.states, self.stages = comp.forward(params, obj.Y0, store=True)
+        N, (d, m) = prob.N, obj.Y0.shape
+        if keep_stages is None:
+            keep_stages = N * comp.s * d * m * 8 <= KEEP_STAGES_BYTES
+        self.stored = bool(keep_stages)
+        self.states, self.stages = comp.forward(params, obj.Y0, store=self.stored)
+        if not self.stored:
+            self.stages = comp._none
         self.K, self.beta, self.h = comp.controls(params)
         form = "partner" if obj.gradient != "autograd" and "partner" in comp.forms else "unscaled"
         self.c0s, self.coef, self.w = comp.forms[form]
@@ -75,8 +86,8 @@ class Curvature:
         comp._set_threads()
         par = comp.threads > 1
         (self.hk.tangent_parallel if par else self.hk.tangent)(
-            self.states, self.stages, True, self.K, self.beta, self.h, dK, dbeta, dh, comp.A, comp.b, comp.skip,
-            dstates, comp.chunk)
+            self.states, self.stages, self.stored, self.K, self.beta, self.h, dK, dbeta, dh, comp.A, comp.b,
+            comp.skip, dstates, comp.chunk)
         W = self.params["W"]
         with torch.inference_mode():
             dyN = torch.from_numpy(dstates[-1])
@@ -86,14 +97,14 @@ class Curvature:
                 wz = _loss_gn(self.kind, self.z, dz, net.K) * self.scale
                 pN, gW, gmu = classifier_back(W, self.yN, wz)
                 (comp.k.backward_parallel if par else comp.k.backward)(
-                    self.states, self.stages, True, self.K, self.beta, self.h, comp.A, self.c0s, self.coef, self.w,
-                    comp.skip, np.ascontiguousarray(pN.numpy()), hK, hb, hh, comp.chunk)
+                    self.states, self.stages, self.stored, self.K, self.beta, self.h, comp.A, self.c0s, self.coef,
+                    self.w, comp.skip, np.ascontiguousarray(pN.numpy()), hK, hb, hh, comp.chunk)
             else:
                 dg = loss_mod.d2pointwise(self.kind, self.z, self.obj.c, dz, net.xp, net.K) * self.scale
                 a, b = classifier_back(W, self.yN, dg), classifier_back(vd["W"], dyN, self.g)
                 dpN, gW, gmu = a[0] + b[0], a[1] + b[1], a[2]  # b = (Ẇᵀ g, g ẏ^[N]ᵀ, ·)
                 (self.hk.second_parallel if par else self.hk.second)(
-                    self.states, self.stages, True, dstates, self.K, self.beta, self.h, dK, dbeta, dh, comp.A,
+                    self.states, self.stages, self.stored, dstates, self.K, self.beta, self.h, dK, dbeta, dh, comp.A,
                     self.c0s, self.coef, self.w, comp.skip, self.pN, np.ascontiguousarray(dpN.numpy()), hK, hb, hh,
                     comp.chunk)
             k = comp.k
