@@ -542,8 +542,12 @@ RUNS = {
     "sgd+batch": (1500, ["--batch-size", "16", "--lr", "0.05", "--nesterov"]),
     "adam+batch": (1500, ["--batch-size", "16"]),
     "newton": (60, ["--tol", "0"]),
+    # the native engine: its compiled gd-armijo loop (blocks committed whole) and its compiled H·v
+    "gd-armijo+native": (4000, ["--backend", "native"]),
+    "newton+native": (60, ["--backend", "native", "--tol", "0"]),
 }
-SEEDS = {"gd-armijo": 11, "gd-lipschitz": 12, "lbfgs": 13, "adam": 14, "sgd+batch": 15, "adam+batch": 16, "newton": 17}
+SEEDS = {"gd-armijo": 11, "gd-lipschitz": 12, "lbfgs": 13, "adam": 14, "sgd+batch": 15, "adam+batch": 16, "newton": 17,
+         "gd-armijo+native": 18, "newton+native": 19}
 # snapshots often (each one evaluation and a few fsyncs), so that signals land inside them too
 SNAPSHOTS = ["--checkpoint-every", "40", "--checkpoint-seconds", "0.25"]
 
@@ -596,6 +600,8 @@ def test_signals_at_random_moments_then_resume_bit_for_bit(solver, tmp_path, cap
     one SIGKILL (after the first snapshots); each continued with --resume to the end. The final
     parameters, history and state equal the uninterrupted run's, bit for bit."""
     iterations, extra = RUNS[solver]
+    if "native" in solver:
+        pytest.importorskip("numba")
     args = [*SMALL, "--solver", solver.split("+")[0], "--iterations", iterations, *extra, *SNAPSHOTS]
     ref = tmp_path / "ref"
     proc, t0, lines, reader = start(ref, args)

@@ -318,12 +318,45 @@ def optimise(
     def committed_optimiser():
         return opt_before if opt_before is not None else (torch_opt.state_dict() if torch_opt is not None else None)
 
+    # the native engine's compiled gd-armijo loop (ocdl.engine.native.loop): blocks of iterations
+    # up to the next record with evaluation, progress line or checkpoint, each committed whole
+    block = (obj.compiled_armijo(opts) if name == "gd-armijo" and project.slice is None
+             and hasattr(obj, "compiled_armijo") else None)
     try:
         E, g = obj.value_grad(theta)
         if not history["iteration"]:
             with DeferSigint():
                 record(it, E, g, 0.0)
-        while it < iterations:
+        while it < iterations and block is not None:
+            n = _block_length(it, iterations, eval_every, progress_every if log else 0, every)
+            trial, E_new, g_new, alpha, done, status, hist, evals, grads = block(
+                theta, E, g, state.get("alpha_prev", opts["alpha0"]), n)
+            with DeferSigint():  # the commit of the block: all of it, or (Ctrl-C before it) none of it
+                obj.evals += evals
+                obj.grads += grads
+                for k in range(done - 1):  # no record with evaluation or progress inside a block
+                    history["iteration"].append(it + k + 1)
+                    history["objective"].append(float(hist[0, k]))
+                    history["gradient_norm"].append(float(hist[1, k]))
+                    history["step"].append(float(hist[2, k]))
+                if done:
+                    theta, E, g = trial, E_new, g_new
+                    state["alpha_prev"] = alpha
+                    it += done
+                    state["iteration"] = it
+                    record(it, E, g, float(hist[2, done - 1]))
+            if status:
+                from ocdl.engine.native.loop import GTOL, NOT_FINITE
+
+                success = status == GTOL
+                message = ("objective is not finite" if status == NOT_FINITE else
+                           f"gradient norm ≤ gtol = {opts['gtol']}" if status == GTOL else
+                           f"line search failed at iteration {it + 1}")
+                break
+            if checkpoint and ((every and it % every == 0) or (seconds and _clock() - last_checkpoint >= seconds)):
+                checkpoint(_result(obj, theta, history, state, None, True, "checkpoint", False))
+                last_checkpoint = _clock()
+        while it < iterations and block is None:
             if not math.isfinite(E):
                 success, message = False, "objective is not finite"
                 break
@@ -374,6 +407,19 @@ def optimise(
         res.interrupted, res.message = True, f"interrupted at iteration {it}"
         res.metrics["solver_status"] = "interrupted"
     return res
+
+
+BLOCK = 64  # the most iterations of a compiled block (a Ctrl-C waits for at most one block)
+
+
+def _block_length(it, iterations, *every) -> int:
+    """Iterations from ``it`` to the next multiple of any nonzero ``every`` or to ``iterations``,
+    at most :data:`BLOCK`."""
+    n = min(iterations - it, BLOCK)
+    for e in every:
+        if e:
+            n = min(n, e - it % e)
+    return max(n, 1)
 
 
 def _divergence(E, g, step) -> str | None:
