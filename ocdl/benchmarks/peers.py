@@ -104,11 +104,10 @@ def jax_value_and_grad(N: int, h: float, device: str = "cpu"):
     return jax.jit(jax.value_and_grad(E)), jax.jit(E)
 
 
-def jax_training_objective(prob, X, c, params0, device: str = "cpu"):
-    """(fg, hessp) for scipy.optimize on the flat θ of ``prob``'s trained (K, β, W, μ) in ocdl's
-    layout, as a JAX user writes it: E = loss + R of a two-class, per-layer-control network with
-    any explicit tableau and fixed steps (the ``bench solve`` problem), ``fg = jit(value_and_grad(E))``,
-    ``hessp = jit(jvp of grad)`` (forward-over-reverse)."""
+def _jax_objective(prob, X, c, params0, device: str = "cpu"):
+    """(jax, E): E(θ) = loss + R on the flat θ of ``prob``'s trained (K, β, W, μ) in ocdl's layout,
+    as a JAX user writes it — a two-class, per-layer-control network with any explicit tableau and
+    fixed steps (the benchmark problems), samples as rows."""
     jax = _jax(device)
     import jax.numpy as jnp
 
@@ -145,10 +144,19 @@ def jax_training_objective(prob, X, c, params0, device: str = "cpu"):
         y, _ = jax.lax.scan(layer, Y, (p["K"], p["beta"], h))
         z = y @ p["W"] + p["mu"]
         loss = (jax.nn.softplus(z) - cc * z) if logistic else 0.5 * (jax.nn.sigmoid(z) - cc) ** 2
-        R = sum(0.5 * alpha[k] * jnp.sum(p[k] ** 2) for k in p)
+        R = sum(0.5 * alpha[k] * jnp.sum(p[k] ** 2) for k in p if alpha[k] > 0)
         if a_s > 0:
             R = R + sum(0.5 * a_s / hbar * jnp.sum((p[k][1:] - p[k][:-1]) ** 2) for k in ("K", "beta"))
         return scale * jnp.sum(loss) + R
+
+    return jax, E
+
+
+def jax_training_objective(prob, X, c, params0, device: str = "cpu"):
+    """(fg, hessp) for scipy.optimize on :func:`_jax_objective`'s E: ``fg = jit(value_and_grad(E))``,
+    ``hessp = jit(jvp of grad)`` (forward-over-reverse), on NumPy vectors."""
+    jax, E = _jax_objective(prob, X, c, params0, device)
+    import jax.numpy as jnp
 
     vg = jax.jit(jax.value_and_grad(E))
     hv = jax.jit(lambda x, v: jax.jvp(jax.grad(E), (x,), (v,))[1])
@@ -161,6 +169,51 @@ def jax_training_objective(prob, X, c, params0, device: str = "cpu"):
         return np.asarray(hv(jnp.asarray(x), jnp.asarray(v)), dtype=np.float64)
 
     return fg, hessp
+
+
+def jax_armijo(prob, X, c, params0, theta0, iterations: int, o: dict, device: str = "cpu"):
+    """``iterations`` steps of gd-armijo (the steps of :func:`ocdl.engine.torch.optim._armijo_step`)
+    with the whole loop jitted (``lax.while_loop`` over iterations and backtracks) on
+    :func:`_jax_objective`'s E: a function of θ₀ returning (θ, E, iterations done, objective
+    evaluations, gradient evaluations), compiled ahead of time here. An accepted step evaluates E
+    again with its gradient (``value_and_grad``), as a user writes it."""
+    jax, E = _jax_objective(prob, X, c, params0, device)
+    import jax.numpy as jnp
+
+    vg = jax.value_and_grad(E)
+    cA, rho, amax, bt = float(o["c"]), float(o["rho"]), float(o["alpha_max"]), int(o["max_backtracks"])
+
+    def step(state):
+        it, theta, e, g, alpha_prev, ev, gr, ok = state
+
+        def try_(s):
+            k, alpha, _, _, acc = s
+            trial = theta - alpha * g
+            e_new = E(trial)
+            acc = e_new <= e + cA * jnp.dot(g, trial - theta)
+            return k + 1, jnp.where(acc, alpha, alpha * rho), trial, e_new, acc
+
+        k, alpha, trial, e_new, acc = jax.lax.while_loop(
+            lambda s: (s[0] < bt) & ~s[4], try_,
+            (0, jnp.minimum(amax, 2.0 * alpha_prev), theta, e, False))
+        e2, g2 = vg(trial)
+        return (it + acc.astype(it.dtype), jnp.where(acc, trial, theta), jnp.where(acc, e2, e),
+                jnp.where(acc, g2, g), jnp.where(acc, alpha, alpha_prev), ev + k, gr + 1, acc)
+
+    @jax.jit
+    def loop(theta):
+        e, g = vg(theta)
+        state = (0, theta, e, g, jnp.asarray(float(o["alpha0"])), 0, 1, True)
+        out = jax.lax.while_loop(lambda s: (s[0] < iterations) & s[7], step, state)
+        return out[1], out[2], out[0], out[5], out[6]
+
+    compiled = loop.lower(jnp.asarray(theta0)).compile()  # ahead of time: the caller times the run only
+
+    def run(theta):
+        th, e, it, ev, gr = compiled(jnp.asarray(theta))
+        return np.asarray(th, dtype=np.float64), float(e), int(it), int(ev), int(gr)
+
+    return run
 
 
 def diffrax_value_and_grad(N: int, h: float, device: str = "cpu"):

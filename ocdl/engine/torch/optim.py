@@ -262,6 +262,11 @@ def optimise(
     every ``checkpoint_every``-th iteration and whenever ``checkpoint_seconds`` have passed since
     the last one (0: never).
 
+    ``gd-armijo`` on an objective with a compiled loop (the native engine's ``compiled_armijo``,
+    :mod:`ocdl.engine.native.loop`) runs blocks of iterations in one compiled call, each up to the
+    next record with evaluation, progress line or ``checkpoint_every`` (≤ :data:`BLOCK`), and
+    commits a block whole as it would its iterations one by one.
+
     ``sgd``, and ``adam`` with minibatches (``batch_size`` in (0, m)), run :func:`_first_order`.
     A step of adam (or sgd) that makes the objective, its gradient or the step non-finite ends the
     run as diverged (``solver_status`` 'diverged') at the last finite iterate."""
