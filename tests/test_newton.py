@@ -126,3 +126,15 @@ def test_cli_run_records_gradient_norm_and_products(tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert m["gradient_norm"] <= 1e-10 * max(1.0, abs(m["objective"]))
     assert m["hv_products"] >= m["cg_iterations"] >= 1
+
+
+def test_cli_gauss_newton_products_and_a_casadi_value_refused(tmp_path, capsys):
+    out = tmp_path / "gn"
+    assert main(["train", "--n", "40", "--layers", "3", "--solver", "newton", "--hessian", "gauss-newton",
+                 "--iterations", "20", "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["hessian"] == "gauss-newton" and m["negative_curvature_steps"] == 0
+    bad = tmp_path / "bad"
+    assert main(["train", "--solver", "newton", "--hessian", "lbfgs", "--iterations", "2", "--out", str(bad)]) == 2
+    assert "solver.options.hessian: is not one of exact, gauss-newton" in capsys.readouterr().err
+    assert not bad.exists()

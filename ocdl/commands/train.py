@@ -140,7 +140,9 @@ def add_solver_arguments(p):
     g.add_argument("--iterations", type=int, help="iterations in total (default 1000; with --resume: the run's own)")
     g.add_argument("--tol", type=float, help="casadi: KKT tolerance (default 1e-10); torch newton: stop at "
                                              "‖∇E‖ ≤ tol·max(1, |E|) (default 1e-10)")
-    g.add_argument("--hessian", choices=("exact", "lbfgs"), help="casadi: Hessian of the Lagrangian")
+    g.add_argument("--hessian", choices=("exact", "lbfgs", "gauss-newton"),
+                   help="casadi: Hessian of the Lagrangian (exact | lbfgs); newton: curvature products (exact | "
+                        "gauss-newton)")
     g.add_argument("--formulation", choices=("full", "reduced"),
                    help="casadi: full-space NLP (states as variables, costates = multipliers; default) or reduced NLP "
                         "(single shooting, exact Hessian by the second-order adjoint; faster for large m·N)")

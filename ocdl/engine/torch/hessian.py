@@ -13,9 +13,9 @@ product then costs about one backward sweep of the doubled graph, whatever the n
 tableau, both control layouts, fixed, learned and simplex time steps, every field and activation,
 both loss kinds and K classes — whatever the forward sweep computes. Memory: the recorded sweeps,
 O(s·N·m·d) as autograd's gradient, about twice. The hand-written tangent sweep with a second-order
-partner adjoint is not written yet: this module's products are the reference it will be tested
-against (tests/test_hessian.py checks these against forward-over-reverse AD, CasADi's reduced
-Hessian, central differences of the partner-adjoint gradient and symmetry).
+partner adjoint is the native engine's (:mod:`ocdl.engine.native.curvature`), tested against these
+products; tests/test_hessian.py checks these against forward-over-reverse AD, CasADi's reduced
+Hessian, central differences of the partner-adjoint gradient and symmetry.
 
 Gauss–Newton (``gauss_newton=True``, positive semidefinite): with z = W y^[N] + μ (per sample)
 and the loss ℓ(z) = φ(q(z)) written through the hypothesis q,
