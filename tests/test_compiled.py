@@ -59,7 +59,7 @@ CASES = [  # family, tableau, controls, time steps, loss, classes
 ]
 
 
-def _instance(fam, tab, controls, ts, kind, K, m=300, dim=3, width=4, N=5):
+def _instance(fam, tab, controls, ts, kind, K, m=300, dim=3, width=4, N=5, trained=True):
     rng = np.random.default_rng(11)
     X = rng.standard_normal((m, dim))
     c = np.arange(m) % K
@@ -68,7 +68,8 @@ def _instance(fam, tab, controls, ts, kind, K, m=300, dim=3, width=4, N=5):
         net["tableau"] = tab
     if ts:
         net["time_steps"] = ts
-    prob = ocdl.Problem.from_arrays(X, c, network=net, objective={"loss": kind, "tikhonov": 1e-3, "smooth": 1e-2})
+    prob = ocdl.Problem.from_arrays(X, c, network=net, objective={"loss": kind, "tikhonov": 1e-3, "smooth": 1e-2},
+                                    classifier={"trainable": trained})
     K_ = problem_mod.classes(prob, prob.data.train)
     params = problem_mod.init_params(prob, width, K_)
     params["h"] = params["h"] * (1 + 0.3 * rng.uniform(size=params["h"].shape))  # distinct steps

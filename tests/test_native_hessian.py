@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ocdl
-from ocdl import loss, problem as problem_mod, xp as xp_mod
+from ocdl import loss, xp as xp_mod
 
 numba = pytest.importorskip("numba")
 torch = pytest.importorskip("torch")
@@ -17,40 +17,19 @@ torch = pytest.importorskip("torch")
 from ocdl.engine.native.curvature import Curvature  # noqa: E402
 from ocdl.engine.native.objective import CompiledObjective  # noqa: E402
 from ocdl.engine.torch.hessian import Curvature as TorchCurvature  # noqa: E402
-from ocdl.engine.torch.network import TorchNetwork  # noqa: E402
 from ocdl.engine.torch.optim import Objective  # noqa: E402
+from tests.test_compiled import CASES as COMPILED_CASES, _instance as compiled_instance  # noqa: E402
 
-CASES = [  # family, tableau, controls, time steps, loss, classes
-    ("rk", "rk4", "per-layer", "fixed", "squared", 2),
-    ("rk", "rk4", "per-stage", "learned", "logistic", 2),
-    ("rk", "kutta3", "per-layer", "learned", "squared", 2),
-    ("rk", "midpoint", "per-layer", "learned", "squared", 2),  # b_1 = 0: the unscaled form only
-    ("rk", "heun", "per-stage", "fixed", "cross-entropy", 3),
-    ("rk", "rk38", "per-layer", "learned", "squared", 4),
-    ("resnet", None, "per-layer", None, "squared", 2),
-    ("odenet-simplex", None, "per-layer", None, "squared", 2),
-    ("net", None, "per-layer", None, "logistic", 3),
-    ("net", None, "per-layer", None, "squared", 3),
-]
+# the compiled gradient's network forms (rk4, kutta3, midpoint, heun, rk38, ResNet, simplex, plain
+# layers; per-layer and per-stage; fixed and learned steps; squared, logistic, cross-entropy; K = 2, 3, 4)
+# and plain layers with the squared K-class loss
+CASES = COMPILED_CASES + [("net", None, "per-layer", None, "squared", 3)]
 IDS = ["-".join(str(v) for v in c if v) for c in CASES]
 
 
-def _instance(fam, tab, controls, ts, kind, K, m=300, dim=3, width=4, N=5, gradient="adjoint", trained=True):
-    rng = np.random.default_rng(11)
-    X = rng.standard_normal((m, dim))
-    c = np.arange(m) % K
-    net = {"family": fam, "layers": N, "controls": controls, "width": width, "h": 0.3}
-    if tab:
-        net["tableau"] = tab
-    if ts:
-        net["time_steps"] = ts
-    prob = ocdl.Problem.from_arrays(X, c, network=net, objective={"loss": kind, "tikhonov": 1e-3, "smooth": 1e-2},
-                                    classifier={"trainable": trained})
-    K_ = problem_mod.classes(prob, prob.data.train)
-    params = problem_mod.init_params(prob, width, K_)
-    params["h"] = params["h"] * (1 + 0.3 * rng.uniform(size=params["h"].shape))  # distinct steps
-    tn = TorchNetwork(prob, width, classes=K_)
-    prm, Y0, cc = tn.to_torch(params), tn.inputs(X), tn.targets(c)
+def _instance(*case, m=300, gradient="adjoint", trained=True):
+    """The torch engine's and the native engine's objectives on test_compiled's instance."""
+    prob, tn, prm, Y0, cc = compiled_instance(*case, m=m, trained=trained)
     keys = prob.trainable()
     return (Objective(tn, prm, keys, Y0, cc, Y0, cc, gradient=gradient),
             CompiledObjective(tn, prm, keys, Y0, cc, Y0, cc, gradient=gradient), prm)

@@ -40,7 +40,7 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from ocdl.engine.native.kernels import _JIT, _affine_tanh, _dot, _stage_input, _sum
+from ocdl.engine.native.kernels import _JIT, _dot, _stage_input, _stage_value, _sum
 
 
 @nb.njit(inline="always", **_JIT)
@@ -87,13 +87,20 @@ def _layer_stages(states, stages, stored, dstates, K, beta, h, dK, dbeta, dh, A,
         u = i if su > 1 else 0
         _stage_input(y, Fs, A, i, hj, Ys[i], d, n)
         _stage_tangent_input(dy, Fs, dFs, A, i, hj, dhj, dYs[i], d, n)
-        if stored:
-            for k in range(d):
-                for c in range(n):
-                    Fs[i, k, c] = stages[j, i, k, c0 + c]
-        else:
-            _affine_tanh(K[j, u], beta[j, u], Ys[i], Z, Fs[i], d, n)
+        _stage_value(stages, stored, j, i, K[j, u], beta[j, u], Ys[i], Z, Fs[i], c0, d, n)
         _tangent_stage(dK[j, u], dbeta[j, u], Ys[i], K[j, u], dYs[i], Fs[i], dFs[i], d, n)
+
+
+@nb.njit(inline="always", **_JIT)
+def _plain_stage(states, stages, stored, K, beta, dK, dbeta, j, c0, n, y, dy, Z, Fs, dFs):
+    """A plain layer j (y⁺ = tanh(K y + β)): y = y^[j], F and Ḟ = (1 − F²)(K̇ y + K ẏ + β̇) for the
+    given ẏ."""
+    d = y.shape[0]
+    for k in range(d):
+        for c in range(n):
+            y[k, c] = states[j, k, c0 + c]
+    _stage_value(stages, stored, j, 0, K[j, 0], beta[j, 0], y, Z, Fs[0], c0, d, n)
+    _tangent_stage(dK[j, 0], dbeta[j, 0], y, K[j, 0], dy, Fs[0], dFs[0], d, n)
 
 
 @nb.njit(**_JIT)
@@ -109,16 +116,7 @@ def _tangent_chunk(states, stages, stored, K, beta, h, dK, dbeta, dh, A, b, skip
             dstates[0, k, c0 + c] = 0.0
     for j in range(N):
         if not skip:
-            for k in range(d):
-                for c in range(n):
-                    y[k, c] = states[j, k, c0 + c]
-            if stored:
-                for k in range(d):
-                    for c in range(n):
-                        Fs[0, k, c] = stages[j, 0, k, c0 + c]
-            else:
-                _affine_tanh(K[j, 0], beta[j, 0], y, Z, Fs[0], d, n)
-            _tangent_stage(dK[j, 0], dbeta[j, 0], y, K[j, 0], dy, Fs[0], dFs[0], d, n)
+            _plain_stage(states, stages, stored, K, beta, dK, dbeta, j, c0, n, y, dy, Z, Fs, dFs)
             for k in range(d):
                 for c in range(n):
                     dy[k, c] = dFs[0, k, c]
@@ -169,15 +167,8 @@ def _second_chunk(states, stages, stored, dstates, K, beta, h, dK, dbeta, dh, A,
         if not skip:
             for k in range(d):
                 for c in range(n):
-                    y[k, c] = states[j, k, c0 + c]
                     dy[k, c] = dstates[j, k, c0 + c]
-            if stored:
-                for k in range(d):
-                    for c in range(n):
-                        Fs[0, k, c] = stages[j, 0, k, c0 + c]
-            else:
-                _affine_tanh(K[j, 0], beta[j, 0], y, Z, Fs[0], d, n)
-            _tangent_stage(dK[j, 0], dbeta[j, 0], y, K[j, 0], dy, Fs[0], dFs[0], d, n)
+            _plain_stage(states, stages, stored, K, beta, dK, dbeta, j, c0, n, y, dy, Z, Fs, dFs)
             for k in range(d):
                 for c in range(n):
                     f = Fs[0, k, c]

@@ -142,6 +142,18 @@ def _affine_tanh(K, beta, Y, Z, S, d, n):
 
 
 @nb.njit(inline="always", **_JIT)
+def _stage_value(stages, stored, j, i, K, beta, Y, Z, F, c0, d, n):
+    """F = the stage value S_i of layer j: read from ``stages`` (kept by the forward sweep) or
+    recomputed, F = tanh(K Y + β 1ᵀ)."""
+    if stored:
+        for k in range(d):
+            for c in range(n):
+                F[k, c] = stages[j, i, k, c0 + c]
+    else:
+        _affine_tanh(K, beta, Y, Z, F, d, n)
+
+
+@nb.njit(inline="always", **_JIT)
 def _stage_input(y, Fs, A, i, hj, Yi, d, n):
     """Y_i = y + h Σ_{l<i} a_il F_l."""
     for k in range(d):
@@ -219,12 +231,7 @@ def _backward_chunk(states, stages, stored, K, beta, h, A, c0s, coef, w, skip, p
             for c in range(n):
                 y[k, c] = states[j, k, c0 + c]
         if not skip:
-            if stored:
-                for k in range(d):
-                    for c in range(n):
-                        Fs[0, k, c] = stages[j, 0, k, c0 + c]
-            else:
-                _affine_tanh(K[j, 0], beta[j, 0], y, Z, Fs[0], d, n)
+            _stage_value(stages, stored, j, 0, K[j, 0], beta[j, 0], y, Z, Fs[0], c0, d, n)
             Kj = K[j, 0]
             for k in range(d):
                 for c in range(n):
@@ -246,12 +253,7 @@ def _backward_chunk(states, stages, stored, K, beta, h, A, c0s, coef, w, skip, p
         for i in range(s):
             u = i if su > 1 else 0
             _stage_input(y, Fs, A, i, hj, Ys[i], d, n)
-            if stored:
-                for k in range(d):
-                    for c in range(n):
-                        Fs[i, k, c] = stages[j, i, k, c0 + c]
-            else:
-                _affine_tanh(K[j, u], beta[j, u], Ys[i], Z, Fs[i], d, n)
+            _stage_value(stages, stored, j, i, K[j, u], beta[j, u], Ys[i], Z, Fs[i], c0, d, n)
         for i in range(s - 1, -1, -1):
             ci = c0s[i]
             for k in range(d):
