@@ -1,3 +1,5 @@
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,13 @@ from ocdl.problem import DataSpec, NetworkSpec, ObjectiveSpec, Problem, init_par
 from ocdl.engine.torch.network import TorchNetwork
 
 torch.set_num_threads(1)
+
+# The tests interrupt runs with Ctrl-C (SIGINT), in this process and in the subprocesses they start. A
+# runner that starts the suite with SIGINT ignored (a background job of a non-interactive shell: Python
+# then installs no KeyboardInterrupt handler, and exec'd children inherit the ignore) would make every
+# such test hang or fail; restore Python's handler (children exec with SIGINT at its default).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ALL_REG = {"K": 1e-2, "beta": 1e-3, "W": 1e-3, "mu": 1e-3, "h": 1e-2}
 
