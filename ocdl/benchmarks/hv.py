@@ -48,27 +48,6 @@ def _problem(a):
                    objective=ObjectiveSpec(tikhonov=dict(ALL), smooth=1e-3))
 
 
-def _objective(prob, engine):
-    """The engine's Objective at the seeded start (one thread) and the start's parameters."""
-    from ocdl import api
-    from ocdl.engine.torch.network import TorchNetwork, configure_threads
-    from ocdl.engine.torch.optim import Objective
-    from ocdl.problem import classes, init_params
-
-    train, test = api.lifted_data(prob)
-    d, K = prob.width(train.dim), classes(prob, train)
-    configure_threads(train.n, d, 1)
-    net = TorchNetwork(prob, d, classes=K)
-    base = net.to_torch(init_params(prob, d, K))
-    args = (net, base, prob.trainable(), net.inputs(train.X), net.targets(train.c), net.inputs(test.X),
-            net.targets(test.c))
-    if engine == "native":
-        from ocdl.engine.native.objective import CompiledObjective
-
-        return CompiledObjective(*args), base
-    return Objective(*args), base
-
-
 def _time(f):
     t = time.perf_counter()
     f()
@@ -91,7 +70,9 @@ def run(a) -> int:
             raise OcdlError("--engines native: numba is not installed (pip install 'ocdl[native]')")
         engines.remove("native")
     prob = _problem(a)
-    objs = {e: _objective(prob, e) for e in engines}
+    from ocdl.benchmarks import start_objective
+
+    objs = {e: start_objective(prob, e, threads=1)[:2] for e in engines}
     theta = next(iter(objs.values()))[0].flat(next(iter(objs.values()))[1])
     v = torch.tensor(np.random.default_rng(0).standard_normal(theta.numel()))
     times = {e: {"gradient": [], "setup": [], "hv": []} for e in engines}

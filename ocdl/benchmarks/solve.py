@@ -275,16 +275,17 @@ def hv_sources(names=None) -> list:
     """The scipy rows' H·v sources: ``names`` (comma-separated), or every installed one."""
     from ocdl.benchmarks.peers import installed
 
-    if names:
-        out = [n.strip() for n in names.split(",") if n.strip()]
-        bad = [n for n in out if n not in HV_SOURCES]
-        if bad:
-            raise OcdlError(f"--hv: {bad[0]!r} is not one of {', '.join(HV_SOURCES)}")
-        missing = [n for n in out if n != "torch" and not installed({"native": "numba"}.get(n, n))]
-        if missing:
-            raise OcdlError(f"--hv {missing[0]}: not installed (pip install 'ocdl[{'native' if missing[0] == 'native' else 'peers'}]')")
-        return out
-    return [n for n in HV_SOURCES if n == "torch" or installed({"native": "numba"}.get(n, n))]
+    module = {"torch": "torch", "native": "numba", "jax": "jax"}
+    if not names:
+        return [n for n in HV_SOURCES if installed(module[n])]
+    out = [n.strip() for n in names.split(",") if n.strip()]
+    bad = [n for n in out if n not in HV_SOURCES]
+    if bad:
+        raise OcdlError(f"--hv: {bad[0]!r} is not one of {', '.join(HV_SOURCES)}")
+    missing = [n for n in out if not installed(module[n])]
+    if missing:
+        raise OcdlError(f"--hv {missing[0]}: not installed (pip install 'ocdl[{'native' if missing[0] == 'native' else 'peers'}]')")
+    return out
 
 
 def run_scipy_trust_ncg(prob, tol, iterations=2000, hv="torch"):
@@ -296,29 +297,15 @@ def run_scipy_trust_ncg(prob, tol, iterations=2000, hv="torch"):
     import scipy.optimize as so
     import torch
 
-    from ocdl.engine.torch.network import TorchNetwork, configure_threads
-    from ocdl.engine.torch.optim import Objective
+    from ocdl.benchmarks import start_objective
 
-    train, test = data_mod.make(prob.data)
-    d = prob.width(train.dim)
-    configure_threads(train.n, d)
-    net = TorchNetwork(prob, d)
-    params0 = init_params(prob, d)
-    base = net.to_torch(params0)
-    args = (net, base, prob.trainable(), net.inputs(train.X), net.targets(train.c), net.inputs(test.X),
-            net.targets(test.c))
-    if hv == "native":
-        from ocdl.engine.native.objective import CompiledObjective
-
-        obj = CompiledObjective(*args)
-    else:
-        obj = Objective(*args)
+    obj, base, params0 = start_objective(prob, "native" if hv == "native" else "torch")
     x0 = obj.flat(base).numpy().copy()
     cache, count = {}, [0]
     if hv == "jax":
         from ocdl.benchmarks.peers import jax_training_objective
 
-        fg, hessp0 = jax_training_objective(prob, args[3].T.numpy(), train.c, params0)  # the (lifted) inputs as rows
+        fg, hessp0 = jax_training_objective(prob, obj.Y0.T.numpy(), obj.c.numpy(), params0)  # the (lifted) inputs as rows
         fg(x0), hessp0(x0, x0)  # compile outside the timing
 
         def hessp(x, p):
