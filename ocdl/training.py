@@ -35,6 +35,45 @@ def train(
     evaluator: str | None = None,
 ):
     """Solve ``problem`` (or continue the run in ``resume``); write the run directory ``out``.
+    A resumed run uses the tanh kernels it recorded (metrics.json ``tanh_kernels``, :mod:`ocdl.tanh`).
+    """
+    from ocdl import tanh
+
+    recorded = _recorded_tanh(resume, None if quiet else (log or print))
+    with tanh.using(recorded):
+        return _train(problem, out, init, resume, quiet, force, log, figures, evaluator)
+
+
+def _recorded_tanh(resume, log) -> dict:
+    """{dtype: kernel} recorded by the run in ``resume`` that this machine can run (a note for the others);
+    {} without a readable record (the run's own checks report a bad directory)."""
+    import json
+
+    from ocdl import tanh
+
+    if resume is None:
+        return {}
+    try:
+        rec = json.loads((Path(resume) / "metrics.json").read_text()).get("tanh_kernels") or {}
+        rec = {str(dn): str(name) for dn, name in rec.items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    out = {}
+    for dn, name in rec.items():
+        try:
+            ok = name in tanh.available(dn)
+        except OcdlError:
+            ok = False
+        if ok:
+            out[dn] = name
+        elif log:
+            log(f"note: the run used the {name} tanh kernel for {dn}, which cannot run here; the resumed "
+                "iterations use this machine's, so they differ from an uninterrupted run by rounding")
+    return out
+
+
+def _train(problem, out, init, resume, quiet, force, log, figures, evaluator):
+    """:func:`train` within the run's tanh kernels.
 
     Returns (Result, metrics dict). Raises OcdlError on bad input before anything is written
     (``out`` is checked first, a ``resume`` directory is read and checked whole).
@@ -89,6 +128,7 @@ def train(
             "engine": problem.solver.backend,
             "solver": problem.solver.name,
             "evaluator": evaluated_by,
+            "tanh_kernels": tanh_kernels(),
             "history": res.history,
         }
 
@@ -190,6 +230,13 @@ def train(
 
 
 EVALUATION_DTYPE = "float64"  # every engine's evaluate (the final figures) computes in float64
+
+
+def tanh_kernels() -> dict:
+    """{dtype: tanh kernel} used by this process's array paths so far (:func:`ocdl.tanh.decided`)."""
+    from ocdl import tanh
+
+    return dict(sorted(tanh.decided().items()))
 
 
 def run_precision(problem, history: dict | None) -> dict:

@@ -13,9 +13,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from ocdl import tanh as tanh_kernel
+
 
 class _Numpy:
-    tanh = staticmethod(np.tanh)
+    @staticmethod
+    def tanh(x):
+        """tanh x by the process's kernel (:mod:`ocdl.tanh`) for float64 and float32 arrays."""
+        if isinstance(x, np.ndarray) and x.dtype in _KERNEL_DTYPES:
+            x = np.ascontiguousarray(x)
+            out = np.empty_like(x)
+            tanh_kernel.into(x, out)
+            return out
+        return np.tanh(x)
+
     exp = staticmethod(np.exp)
     log1p = staticmethod(np.log1p)
     abs = staticmethod(np.abs)
@@ -72,7 +83,7 @@ class _Numpy:
 
 
 class _Torch:
-    def __init__(self, numpy_tanh: bool = True):
+    def __init__(self, chosen_tanh: bool = True):
         import torch
 
         self.t = torch
@@ -84,9 +95,9 @@ class _Torch:
         self.relu = torch.relu
         self.where = torch.where
         self._ones = {}
-        self._numpy_tanh = _numpy_tanh_function(torch)
-        self._numpy_dtypes = (torch.float64, torch.float32)
-        if not numpy_tanh:  # plain torch kernels (the benchmark's reference for autograd)
+        self._array_tanh = _array_tanh_function(torch)
+        self._kernel_dtypes = (torch.float64, torch.float32)
+        if not chosen_tanh:  # plain torch kernels (the benchmark's reference for autograd)
             self.tanh = torch.tanh
         # σ'(Z) ⊙ M as one kernel, from S = σ(Z) (see dsigma_mul_fn): (M, S) ↦ M ⊙ (1 − S²), M ⊙ S(1 − S)
         self.fused_dsigma = {"tanh": torch.ops.aten.tanh_backward.default,
@@ -96,16 +107,16 @@ class _Torch:
         return (x > 0).to(x.dtype)
 
     def tanh(self, x):
-        """tanh x. On the CPU (float64, float32) by NumPy's SIMD kernel — within 1 ulp, as torch's,
-        6.0 vs 10.8 µs for 2 000 float64 values here, and tanh is most of a sweep's arithmetic —
-        in autograd too (:class:`_NumpyTanh`), so that every gradient path differentiates the same
-        rounded forward map; elsewhere torch.tanh."""
-        if x.is_cpu and x.dtype in self._numpy_dtypes:
-            if x.requires_grad:
-                return self._numpy_tanh.apply(x)
-            out = self.t.empty_like(x)
-            np.tanh(x.numpy(), out=out.numpy())
-            return out
+        """tanh x. On the CPU (float64, float32) by the process's kernel (:mod:`ocdl.tanh`: NumPy's,
+        torch's or ocdl's, chosen by measurement), in autograd too (:class:`_ArrayTanh`), so that
+        every gradient path differentiates the same rounded forward map; elsewhere torch.tanh."""
+        if x.is_cpu and x.dtype in self._kernel_dtypes:
+            if tanh_kernel.kernel(x.dtype) != "torch":
+                if x.requires_grad:
+                    return self._array_tanh.apply(x)
+                out = self.t.empty_like(x)
+                tanh_kernel.into(x.contiguous().numpy(), out.numpy())
+                return out
         return self.t.tanh(x)
 
     def zeros_like(self, x):
@@ -194,16 +205,17 @@ class _Casadi:
         return ca.vertcat(*rows)
 
 
-def _numpy_tanh_function(torch):
-    """tanh as a torch.autograd.Function on NumPy's kernel: S = tanh Z forward (into a
-    torch-allocated tensor, which torch's memory accounting sees), Z̄ = S̄ ⊙ (1 − S²) backward by
-    torch's fused tanh_backward (itself differentiable, so higher derivatives work)."""
+def _array_tanh_function(torch):
+    """tanh as a torch.autograd.Function on a NumPy-array kernel (:func:`ocdl.tanh.into`):
+    S = tanh Z forward (into a torch-allocated tensor, which torch's memory accounting sees),
+    Z̄ = S̄ ⊙ (1 − S²) backward by torch's fused tanh_backward (itself differentiable, so higher
+    derivatives work) — the backward of torch.tanh, so the kernels differ only in S."""
 
-    class _NumpyTanh(torch.autograd.Function):
+    class _ArrayTanh(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x):
             out = torch.empty_like(x)
-            np.tanh(x.detach().numpy(), out=out.numpy())
+            tanh_kernel.into(x.detach().contiguous().numpy(), out.numpy())
             ctx.save_for_backward(out)
             return out
 
@@ -212,7 +224,7 @@ def _numpy_tanh_function(torch):
             (out,) = ctx.saved_tensors
             return torch.ops.aten.tanh_backward(g, out)
 
-    return _NumpyTanh
+    return _ArrayTanh
 
 
 def dsigma_mul_fn(act, xp):
@@ -226,15 +238,17 @@ def dsigma_mul_fn(act, xp):
     return lambda Z, S, M: act.dsigma(Z, xp) * M
 
 
+_KERNEL_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 NUMPY = _Numpy()
 _cache: dict = {}
 
 
-def torch(numpy_tanh: bool = True):
-    """The PyTorch namespace (imported lazily); ``numpy_tanh=False``: torch.tanh throughout."""
-    key = "torch" if numpy_tanh else "torch-plain"
+def torch(chosen_tanh: bool = True):
+    """The PyTorch namespace (imported lazily); ``chosen_tanh=False``: torch.tanh throughout,
+    whatever :mod:`ocdl.tanh` chooses (the benchmarks' plain-PyTorch reference)."""
+    key = "torch" if chosen_tanh else "torch-plain"
     if key not in _cache:
-        _cache[key] = _Torch(numpy_tanh)
+        _cache[key] = _Torch(chosen_tanh)
     return _cache[key]
 
 

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from ocdl.cli import main
 
 
@@ -15,7 +17,7 @@ def test_bench_gradient_reports(capsys):
         assert g[k] > 0
     # the adjoint is compared with the faster of the two autograd variants
     assert g["adjoint_over_autograd"] == g["adjoint_s"] / min(g["autograd_s"], g["autograd_torch_s"])
-    # both autograd variants keep the same tensors (the NumPy tanh's Function saves its output, as torch's tanh)
+    # both autograd variants keep the same tensors (the kernel Function saves its output, as torch.tanh)
     assert g["autograd_torch_saved_bytes"] == g["autograd_saved_bytes"]
     # the adjoint keeps the N+1 layer states only: (N+1)·d·m float64 values
     assert g["adjoint_states_bytes"] == 4 * 2 * 50 * 8
@@ -144,3 +146,22 @@ def test_bench_hv_reports_the_cost_of_a_product_against_a_gradient(capsys):
     rc = main(["bench", "hv", "--engines", "jax"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "'jax' is not one of torch, native" in err[0]
+
+
+def test_bench_tanh_reports_every_kernel_and_the_choice(capsys):
+    from ocdl import tanh
+
+    rc = main(["bench", "tanh", "--sizes", "100,1000", "--rounds", "2", "--n", "30", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["sizes"] == [100, 1000]
+    assert set(out["seconds_per_value"]) == set(tanh.available()) == set(out["gradient_s"])
+    assert all(len(v) == 2 and min(v) > 0 for v in out["seconds_per_value"].values())
+    assert out["fastest_now"] in out["seconds_per_value"] and out["choice"] == tanh.kernel()
+    assert out["cache_file"] == str(tanh.cache_file())
+    rc = main(["bench", "tanh", "--dtype", "float32", "--sizes", "100", "--rounds", "1", "--n", "0", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and set(out["seconds_per_value"]) == {"numpy", "torch"} and out["gradient_s"] == {}
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "tanh", "--sizes", "0,5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "expected comma-separated positive integers" in err[0]

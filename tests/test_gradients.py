@@ -146,7 +146,7 @@ def test_per_layer_stages_without_Y_are_the_stage_equations(name, family):
 
 
 def test_torch_namespace_tanh_is_correctly_rounded_to_one_ulp():
-    """On the CPU outside autograd tanh runs NumPy's kernel: within 1 ulp of the correctly rounded
+    """On the CPU outside autograd tanh runs the process's kernel (ocdl.tanh): within 1 ulp of the correctly rounded
     value (mpmath, 120 bits) over [−25, 25], tiny and subnormal arguments; inside autograd (and for
     dtypes NumPy lacks) it is torch.tanh, with its derivative."""
     import mpmath
@@ -174,7 +174,7 @@ def test_torch_namespace_tanh_is_correctly_rounded_to_one_ulp():
     t = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
     assert torch.autograd.gradcheck(xp.tanh, (t,)) and torch.autograd.gradgradcheck(xp.tanh, (t,))
     assert xp.tanh(torch.tensor([0.5], dtype=torch.bfloat16)).dtype == torch.bfloat16
-    assert torch.equal(xp_mod.torch(numpy_tanh=False).tanh(t.detach()), torch.tanh(t.detach()))
+    assert torch.equal(xp_mod.torch(chosen_tanh=False).tanh(t.detach()), torch.tanh(t.detach()))
 
 
 @pytest.mark.parametrize("controls", ["per-layer", "per-stage"])

@@ -66,7 +66,7 @@ def _vectors(n, seed=0):
 
 def _forward_over_reverse(prob, d, p, Y0, c, v, K=2):
     """∇²E v = d/dε ∇E(θ + ε v) by forward-mode AD of reverse-mode AD (torch.func), on torch.tanh."""
-    net2 = TorchNetwork(prob, d, numpy_tanh=False, classes=K)
+    net2 = TorchNetwork(prob, d, chosen_tanh=False, classes=K)
     obj2 = Objective(net2, p, prob.trainable(), Y0, c, Y0, c)
     th = obj2.flat(p)
     _, out = torch.func.jvp(torch.func.grad(lambda t: net2.objective(obj2.unflat(t), Y0, c)), (th,), (v,))
@@ -172,7 +172,7 @@ def test_gauss_newton_products(kw, K):
     u, v = _vectors(th.numel(), seed=5)
     G = Curvature(obj, th, gauss_newton=True)
     Gv = G(v)
-    net2 = TorchNetwork(prob, net.d, numpy_tanh=False, classes=net.K)
+    net2 = TorchNetwork(prob, net.d, chosen_tanh=False, classes=net.K)
     obj2 = Objective(net2, p, prob.trainable(), Y0, c, Y0, c)
 
     def z_of(t):

@@ -150,7 +150,7 @@ def measure(problem, repeats=31, device="cpu"):
     tr, _ = data_mod.make(problem.data)
     d = problem.width(tr.dim)
     net = TorchNetwork(problem, d, device=device)
-    plain = TorchNetwork(problem, d, device=device, numpy_tanh=False)  # autograd as plain PyTorch runs it
+    plain = TorchNetwork(problem, d, device=device, chosen_tanh=False)  # autograd as plain PyTorch runs it
     prm = net.to_torch(init_params(problem, d))
     Y0, c = net.inputs(tr.X), net.tensor(tr.c)
     cuda = net.device.type == "cuda"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-KINDS = ("gradient", "solve", "hv", "epoch", "train")
+KINDS = ("gradient", "solve", "hv", "epoch", "train", "tanh")
 
 
 def register(sub):

@@ -39,12 +39,12 @@ class TorchNetwork:
     """A :class:`~ocdl.problem.Problem`'s network and objective on a torch device.
 
     Parameters are dicts of tensors with the keys and shapes of :mod:`ocdl.problem`; states are
-    d×m tensors (samples as columns). On the CPU, tanh runs NumPy's kernel in every path, autograd
-    included (:mod:`ocdl.xp`); ``numpy_tanh=False`` runs torch.tanh instead.
+    d×m tensors (samples as columns). On the CPU, tanh runs the process's kernel (:mod:`ocdl.tanh`) in every path, autograd
+    included (:mod:`ocdl.xp`); ``chosen_tanh=False`` runs torch.tanh instead.
     """
 
     def __init__(self, problem: Problem, d: int, device: str | None = None, dtype: str | None = None,
-                 numpy_tanh: bool = True, classes: int = 2):
+                 chosen_tanh: bool = True, classes: int = 2):
         self.problem = problem
         self.d = d
         self.K = int(classes)
@@ -66,7 +66,7 @@ class TorchNetwork:
         At = tab.partner_A
         # Partner coefficients for the backward sweep: P_i = p^[j+1] + h Σ_l (b_l − ã_il) J_lᵀ P_l.
         self.partner_coef = None if At is None else [[float(tab.b[l] - At[i, l]) for l in range(self.s)] for i in range(self.s)]
-        self.xp = xp_mod.torch(numpy_tanh)  # numpy_tanh=False: torch.tanh (see ocdl.xp)
+        self.xp = xp_mod.torch(chosen_tanh)  # chosen_tanh=False: torch.tanh (see ocdl.xp)
         self.field = fields.make(problem.field, problem.activation, self.xp)
         self.per_stage = problem.per_stage and problem.has_skip
 
