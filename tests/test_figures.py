@@ -6,7 +6,6 @@ classes and the boundary; the PNGs are byte-identical when drawn twice."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from ocdl import plots, rundir

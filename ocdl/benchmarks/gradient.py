@@ -363,6 +363,22 @@ def peers_size(m: int, N: int, repeats: int, device: str = "cpu"):
         grads["ocdl-native-autograd"] = tflat(comp.value_grad(prm, Y0, c, gradient="autograd")[1])
         for k in ("ocdl-adjoint", "ocdl-native-autograd"):
             mem[k] = _tracemalloc_peak(fns[k]) / 1024
+        # the native engine's objective on the flat θ (what its optimisers call: one compiled call)
+        from ocdl.engine.native.objective import CompiledObjective
+
+        for name, how in (("ocdl-native-flat", "adjoint"), ("ocdl-native-flat-autograd", "autograd")):
+            obj = CompiledObjective(net, prm, prob.trainable(), Y0, c, Y0, c, gradient=how)
+            if obj.layout() is None:
+                continue
+            theta = obj.flat(prm)
+            fns[name] = lambda obj=obj, theta=theta: obj.value_grad(theta)
+            grads[name] = tflat(obj.unflat(obj.value_grad(theta)[1]))
+            if how == "adjoint":  # an objective of its own: value() keeps the states for a value_grad at the same θ
+                fobj = CompiledObjective(net, prm, prob.trainable(), Y0, c, Y0, c, gradient=how)
+                fobj.layout()
+                fwds["ocdl-native-flat"] = lambda fobj=fobj, theta=theta: fobj.value(theta)
+            work = sum(v.nbytes for v in obj.layout()[2].values())  # its preallocated arrays, and what a call allocates
+            mem[name] = (work + _tracemalloc_peak(fns[name])) / 1024
     else:
         skipped.append(("ocdl-adjoint (native)", "numba not installed" if not cuda else "CPU only"))
     fns["torch-loop"] = lambda: P.torch_loop(prm, Y0, c, h)
