@@ -11,8 +11,8 @@ gradient evaluation above what was allocated before it (inputs and parameters ex
 allocator events of ``torch.profiler`` with ``profile_memory``, on the CPU or the CUDA device;
 on CUDA also ``torch.cuda.max_memory_allocated`` as a cross-check). A scaling table over N shows
 the O(N·m·d) growth of both. Autograd is timed twice: through the engine's forward sweep (on the
-CPU NumPy's tanh, wrapped in an autograd Function, so that it differentiates the same rounded map
-as the adjoint) and through torch.tanh, as plain PyTorch code runs it; the adjoint's ratio is
+CPU the process's tanh kernel, :mod:`ocdl.tanh`: where it is not torch's, an autograd Function, so
+that it differentiates the same rounded map as the adjoint) and through torch.tanh, as plain PyTorch code runs it; the adjoint's ratio is
 taken to the faster of the two. "adjoint, given y^[j]" is the backward sweep alone when the layer
 states of a forward sweep at the same parameters are at hand (the optimisers' line search leaves
 them), which is what one optimiser iteration pays for its gradient. With ``--train-iterations K``
