@@ -207,7 +207,7 @@ def _decide(dtype_name: str) -> str:
     return _read(path, names) or name
 
 
-_BY_KEY: dict = {}  # any dtype object (NumPy's, torch's) → kernel, cleared by use()
+_BY_KEY: dict = {}  # any dtype object (NumPy's, torch's) → kernel, cleared by _forget_lookups()
 
 
 def kernel(dtype=np.float64) -> str:
@@ -231,6 +231,12 @@ def decided() -> dict:
     return {**_chosen, **_forced}
 
 
+def _forget_lookups() -> None:
+    """Drop the per-dtype lookups of :func:`kernel` and :func:`into` (after a setting changed)."""
+    _FUNCTIONS.clear()
+    _BY_KEY.clear()
+
+
 def use(name: str | None, dtype=np.float64) -> None:
     """Set this process's kernel for ``dtype`` (``None``: back to the measured choice). Unknown or
     unavailable kernels are one line."""
@@ -243,8 +249,7 @@ def use(name: str | None, dtype=np.float64) -> None:
         if name not in available(dn):
             raise OcdlError(f"the {name} tanh kernel cannot run {dn} here (available: {', '.join(available(dn))})")
         _forced[dn] = name
-    _FUNCTIONS.clear()
-    _BY_KEY.clear()
+    _forget_lookups()
 
 
 def reset() -> None:
@@ -252,8 +257,7 @@ def reset() -> None:
     ``$OCDL_TANH``, measurement)."""
     _forced.clear()
     _chosen.clear()
-    _FUNCTIONS.clear()
-    _BY_KEY.clear()
+    _forget_lookups()
 
 
 @contextlib.contextmanager
@@ -268,8 +272,7 @@ def using(kernels: dict):
     finally:
         _forced.clear()
         _forced.update(saved)
-        _FUNCTIONS.clear()
-        _BY_KEY.clear()
+        _forget_lookups()
 
 
 _FUNCTIONS: dict = {}

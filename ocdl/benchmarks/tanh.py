@@ -78,16 +78,14 @@ def run(a) -> int:
 
 def _gradients(a, names) -> dict:
     """{kernel: median seconds of one partner-adjoint gradient} on the bench problem, interleaved."""
-    from ocdl import data, tanh
+    from ocdl import tanh
+    from ocdl.benchmarks import start_objective
     from ocdl.engine.torch.adjoint import grad_adjoint
-    from ocdl.engine.torch.network import TorchNetwork
-    from ocdl.problem import DataSpec, NetworkSpec, Problem, init_params
+    from ocdl.problem import DataSpec, NetworkSpec, Problem
 
     prob = Problem(data=DataSpec("spiral", n=a.n), network=NetworkSpec(family="rk", tableau="rk4", layers=15, h=0.1))
-    train, _ = data.make(prob.data)
-    d = prob.width(train.dim)
-    net = TorchNetwork(prob, d)
-    prm, Y0, c = net.to_torch(init_params(prob, d)), net.inputs(train.X), net.targets(train.c)
+    obj, prm, _ = start_objective(prob, threads=1)
+    net, Y0, c = obj.net, obj.Y0, obj.c
     times = {k: [] for k in names}
     for _ in range(a.rounds):
         for k in names:
