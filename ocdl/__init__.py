@@ -15,7 +15,7 @@ Names (imported on first use, so that ``import ocdl`` stays light):
 
     Problem, DataSpec, NetworkSpec, ClassifierSpec, ObjectiveSpec, InitSpec, SolverSpec
     Tableau, tableau (the registry: ``ocdl.tableau.get("rk4")``), Dataset, datasets (``make``),
-    images (digits, MNIST), lifting (features → y^[0]), fields
+    images (digits, MNIST), lifting (features → y^[0]), fields, tanh (the tanh kernel: ``ocdl.tanh.kernel()``)
     solve, evaluate, states, engines, Result, Evaluation, Engine, OcdlError, load_problem, load_run
 """
 
@@ -48,7 +48,7 @@ _NAMES = {
     "load_run": ("ocdl.rundir", "load"),
 }
 _MODULES = {"tableau": "ocdl.tableau", "datasets": "ocdl.data", "fields": "ocdl.fields", "images": "ocdl.images",
-            "lifting": "ocdl.lifting"}
+            "lifting": "ocdl.lifting", "tanh": "ocdl.tanh"}
 
 __all__ = sorted([*_NAMES, *_MODULES, "OcdlError", "__version__"])
 

@@ -204,3 +204,15 @@ def test_a_run_records_its_kernel_and_a_resumed_run_uses_it(tmp_path):
     a, b, o = (np.load(tmp_path / f / "params.npz") for f in ("full", "part", "plain"))
     assert all(np.array_equal(a[k], b[k]) for k in a.files)
     assert any(not np.array_equal(a[k], o[k]) for k in a.files)
+
+
+def test_the_kernel_is_public_and_a_bad_OCDL_TANH_is_one_line_through_the_api(fresh, monkeypatch):
+    import ocdl
+
+    assert "tanh" in ocdl.__all__ and ocdl.tanh.kernel is tanh.kernel and ocdl.tanh.__doc__
+    X = np.random.default_rng(0).standard_normal((30, 2))
+    prob = ocdl.Problem.from_arrays(X, (X[:, 0] > 0).astype(float), network={"layers": 3, "h": 0.1})
+    monkeypatch.setenv("OCDL_TANH", "fast")
+    with pytest.raises(OcdlError) as e:
+        ocdl.solve(prob, engine="torch", solver="gd-armijo", iterations=2)
+    assert "\n" not in str(e.value) and "OCDL_TANH='fast'" in str(e.value)
