@@ -110,23 +110,48 @@ def test_numbers_do_not_depend_on_threads_and_chunks_only_round_off():
         assert _rel(other[1][k], one[1][k]) <= 1e-13, k
 
 
-def test_the_adjoint_keeps_the_layer_states_only_and_autograd_the_stages():
+def test_the_lean_adjoint_keeps_the_layer_states_only_and_gives_the_same_bits():
+    """keep_stages False: O(N·m·d), the stages recomputed; True or None (they fit): O(N·s·m·d), as
+    autograd's saved stages; E and ∇E the same bits either way."""
     prob, net, prm, Y0, c = _instance("rk", "rk4", "per-layer", "fixed", "squared", 2, N=6)
     from ocdl.engine.native.objective import CompiledObjective
 
-    for gradient, stored in (("adjoint", False), ("autograd", True)):
+    out = {}
+    for gradient, keep, stored in (("adjoint", False, False), ("adjoint", None, True), ("adjoint", True, True),
+                                   ("autograd", False, True)):
         obj = CompiledObjective(net, prm, prob.trainable(), Y0, c, Y0, c, gradient=gradient)
+        obj.keep_stages = keep
+        assert obj.stores_stages() == stored
         theta = obj.flat(prm)
         obj.value(theta)
         work = obj.layout()[2]  # the compiled flat objective's arrays (ocdl.engine.native.loop)
         states, stages = work["states"], work["stages"]
         assert states.nbytes == (6 + 1) * 4 * 300 * 8  # O(N·m·d)
         assert (stages.size > 0) == stored
-        if stored:
-            assert stages.nbytes == 6 * 4 * 4 * 300 * 8  # O(N·s·m·d), as autograd's saved stages
+        if stored:  # chunk by chunk, the last chunk padded to CHUNK columns
+            chunk = obj.compiled().chunk
+            assert stages.shape == (-(-300 // chunk), 6, 4, 4, chunk)
         E, g = obj.value_grad(theta)  # the backward sweep on the kept states
-        E2, g2 = Compiled(net).value_grad(prm, Y0, c, gradient=gradient)
+        E2, g2 = Compiled(net).value_grad(prm, Y0, c, gradient=gradient, keep_stages=keep)
         assert E == float(E2) and torch.equal(g, obj.flat(g2))
+        out[gradient, keep] = E, g
+    for keep in (None, True):
+        assert out["adjoint", keep][0] == out["adjoint", False][0]
+        assert torch.equal(out["adjoint", keep][1], out["adjoint", False][1])
+    assert not torch.equal(out["adjoint", False][1], out["autograd", False][1])  # the partner form differs
+
+
+def test_keep_stages_option_of_the_native_engine():
+    """The solver option: the same run bit for bit kept or not; a bad value is one line."""
+    prob = _problem(n=120)
+    runs = {keep: ocdl.solve(prob, engine="native", solver="gd-armijo", iterations=5, keep_stages=keep)
+            for keep in ("auto", False, True)}
+    for keep in (False, True):
+        assert runs[keep].objective == runs["auto"].objective
+        for k, v in runs["auto"].params.items():
+            assert np.array_equal(np.asarray(runs[keep].params[k]), np.asarray(v)), k
+    with pytest.raises(OcdlError, match="keep_stages.*'auto', true or false"):
+        ocdl.solve(prob, engine="native", solver="gd-armijo", iterations=5, keep_stages="yes")
 
 
 def _problem(n=200, **net):

@@ -366,14 +366,15 @@ def peers_size(m: int, N: int, repeats: int, device: str = "cpu"):
         # the native engine's objective on the flat θ (what its optimisers call: one compiled call)
         from ocdl.engine.native.objective import CompiledObjective
 
-        for name, how in (("ocdl-native-flat", "adjoint"), ("ocdl-native-flat-autograd", "autograd")):
-            obj = CompiledObjective(net, prm, prob.trainable(), Y0, c, Y0, c, gradient=how)
+        for name, how, keep in (("ocdl-native-flat", "adjoint", None), ("ocdl-native-flat-lean", "adjoint", False),
+                                ("ocdl-native-flat-autograd", "autograd", None)):
+            obj = CompiledObjective(net, prm, prob.trainable(), Y0, c, Y0, c, gradient=how, keep_stages=keep)
             if obj.layout() is None:
                 continue
             theta = obj.flat(prm)
             fns[name] = lambda obj=obj, theta=theta: obj.value_grad(theta)
             grads[name] = tflat(obj.unflat(obj.value_grad(theta)[1]))
-            if how == "adjoint":  # an objective of its own: value() keeps the states for a value_grad at the same θ
+            if name == "ocdl-native-flat":  # an objective of its own: value() keeps the states for a value_grad at the same θ
                 fobj = CompiledObjective(net, prm, prob.trainable(), Y0, c, Y0, c, gradient=how)
                 fobj.layout()
                 fwds["ocdl-native-flat"] = lambda fobj=fobj, theta=theta: fobj.value(theta)

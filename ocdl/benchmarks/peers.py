@@ -6,6 +6,10 @@ Contenders (those whose library is missing are listed as skipped):
   ocdl                  ocdl's fastest gradient of this run (of the rows below that start ocdl-)
   ocdl-adjoint          the partner adjoint of the native engine (numba; O(N·m·d) memory)
   ocdl-native-autograd  the native engine's reverse mode with stored stages
+  ocdl-native-flat      E and ∇E in one compiled call on the flat θ, as the native engine's optimisers
+                        call them: the partner adjoint with the stages kept (where they fit)
+  ocdl-native-flat-lean the same with ``keep_stages = false`` (O(N·m·d) memory, stages recomputed)
+  ocdl-native-flat-autograd  reverse mode with stored stages on the flat θ
   ocdl-torch            the torch engine's partner adjoint (the default path before issue 18)
   ocdl-torch-autograd   the torch engine's autograd
   torch-loop            a plain PyTorch loop (torch.tanh, classic rk4) and autograd

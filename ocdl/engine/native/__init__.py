@@ -4,9 +4,11 @@ The forward sweep and the backward (costate) sweep of the whole network run as c
 (numba, :mod:`.kernels`), fused per chunk of samples, with a vectorised tanh of its own; the
 classifier, the loss and R are the torch engine's code on the m logits, and the optimisers are the
 torch engine's (:mod:`ocdl.engine.torch.optim`), so that a run takes the same steps as the torch
-engine's to round-off. ``gradient = "adjoint"`` (the default) is the partner adjoint with the
-O(N·m·d) memory of the layer states; ``"autograd"`` is reverse mode of the forward sweep with the
-stages kept (O(N·s·m·d)), as autograd. The ``newton`` solver's H·v are the compiled tangent and
+engine's to round-off. ``gradient = "adjoint"`` (the default) is the partner adjoint; it keeps
+the stage values of the forward sweep (O(N·s·m·d)) where they fit in 256 MiB, else, or with the
+solver option ``keep_stages = false``, only the layer states (O(N·m·d)) and recomputes the stages
+(the same numbers, bit for bit). ``"autograd"`` is reverse mode of the forward sweep with the
+stages kept, as autograd. The ``newton`` solver's H·v are the compiled tangent and
 second-order adjoint sweeps (:mod:`.hv_kernels`, :mod:`.curvature`). Runs the σ = tanh field on explicit tableaux (rk, resnet,
 odenet, plain net layers), per-layer or per-stage controls, fixed, learned or simplex steps, any
 loss and class count, on the CPU in float64; anything else is refused with one line. Needs numba
@@ -17,11 +19,20 @@ Importing this package imports neither torch nor numba.
 
 from __future__ import annotations
 
-from ocdl.engine.base import register
+from ocdl.engine.base import Option, register
 from ocdl.engine.torch import TorchEngine
 
 
 _SOLVERS = ("gd-armijo", "gd-lipschitz", "lbfgs", "adam", "sgd", "newton")  # newton: H·v by .curvature
+
+
+def _keep(v):
+    return None if isinstance(v, bool) or v == "auto" else "must be 'auto', true or false"
+
+
+KEEP_STAGES = Option("auto", "keep every layer's stage values between the sweeps, O(N·s·m·d) memory: true, false "
+                             "(the layer states only, O(N·m·d); the stages recomputed, one more tanh each) or "
+                             "'auto' (kept where they fit in 256 MiB); the same numbers either way", _keep)
 
 
 class NativeEngine(TorchEngine):
@@ -29,7 +40,7 @@ class NativeEngine(TorchEngine):
 
     name = "native"
     solvers = {k: v for k, v in TorchEngine.solvers.items() if k in _SOLVERS}
-    options = {k: v for k, v in TorchEngine.options.items() if k in _SOLVERS}
+    options = {k: {**v, "keep_stages": KEEP_STAGES} for k, v in TorchEngine.options.items() if k in _SOLVERS}
     default_solver = "gd-armijo"
     resumable = True
 
@@ -59,6 +70,7 @@ class NativeEngine(TorchEngine):
         obj = CompiledObjective(net, base, problem.trainable(), net.inputs(train.X), net.targets(train.c),
                                 net.inputs(test.X), net.targets(test.c))
         obj.threads = threads
+        obj.keep_stages = None if opts["keep_stages"] == "auto" else opts["keep_stages"]
         return optimise(obj, problem, obj.flat(base), _iterations(problem, opts, train.n, run.log), opts,
                         state=run.state, history=run.history, log=run.log, checkpoint=run.checkpoint)
 

@@ -4,8 +4,9 @@ R as the torch engine computes them (the same :mod:`ocdl.loss` code on the m log
 
 Two gradients, as in the torch engine:
   ``adjoint``   the partner adjoint (unscaled form where some b_i = 0): the forward sweep keeps the
-                layer states y^[0..N] only (O(N·m·d)), the backward sweep recomputes each layer's
-                stages from y^[j];
+                layer states y^[0..N] (O(N·m·d)) and, with ``keep_stages``, the stage values S_i
+                (O(N·s·m·d)); without them the backward sweep recomputes each layer's stages from
+                y^[j] (one more tanh per stage value, the same numbers bit for bit);
   ``autograd``  reverse mode of the forward sweep (the unscaled costate form, which is what autograd
                 computes), with the stage values S_i of every layer kept from the forward sweep
                 (O(N·s·m·d), like autograd's saved tensors) and not recomputed.
@@ -41,6 +42,14 @@ def unsupported(problem, device: str = "cpu", dtype: str = "float64") -> str | N
 
 
 _WARM: set = set()
+
+KEEP_STAGES_BYTES = 256 * 2**20  # the stage values are kept where they fit in this (keep_stages None)
+
+
+def keeps_stages(N: int, s: int, d: int, m: int, keep: bool | None = None) -> bool:
+    """Whether a sweep keeps every layer's stage values (N·s·d·m float64): ``keep`` where given,
+    else where they fit in :data:`KEEP_STAGES_BYTES`."""
+    return bool(keep) if keep is not None else N * s * d * m * 8 <= KEEP_STAGES_BYTES
 
 
 def kernels(parallel: bool = False, second_order: bool = False):
@@ -114,7 +123,7 @@ class Compiled:
             self.forms["partner"] = (np.ones(net.s), np.ascontiguousarray(pc), np.array(net.b, dtype=np.float64))
         if not self.skip:  # plain layers: one stage, the coefficient tables unused
             self.forms = {f: (np.ones(1), np.zeros((1, 1)), np.ones(1)) for f in ("unscaled", "partner")}
-        self._none = np.zeros((0, 0, 0, 0))
+        self._none = self.k.NO_STAGES
         self._p0, self._g0 = np.zeros((0, 0)), np.zeros(0)
         self.has_R = prob.objective.smooth > 0 or any(v > 0 for v in prob.tikhonov().values())
 
@@ -142,7 +151,7 @@ class Compiled:
         d, m = Y.shape
         N = K.shape[0]
         states = np.empty((N + 1, d, m))
-        stages = np.empty((N, self.s, d, m)) if store else self._none
+        stages = self.k.stage_store(N, self.s, d, m, self.chunk) if store else self._none
         self._set_threads()
         f = self.k.forward_parallel if self.threads > 1 else self.k.forward
         f(Y, K, beta, h, self.A, self.b, self.skip, states, stages, store, self.chunk)
@@ -190,15 +199,16 @@ class Compiled:
                 return float(((z > 0).to(c.dtype) == c).to(torch.float64).mean())
             return float((z.argmax(0) == c.argmax(0)).to(torch.float64).mean())
 
-    def value_grad(self, params, Y0, c, gradient: str = "adjoint", states=None, stages=None):
+    def value_grad(self, params, Y0, c, gradient: str = "adjoint", states=None, stages=None, keep_stages: bool = False):
         """(E, ∇E over the trained keys as torch tensors). ``gradient``: 'adjoint' (partner form
-        where it exists, stages recomputed) or 'autograd' (unscaled form, stages stored);
-        ``states`` (and ``stages``) of a forward sweep at these params, if at hand."""
+        where it exists; the stages recomputed, or with ``keep_stages`` stored) or 'autograd'
+        (unscaled form, stages stored); ``states`` (and ``stages``) of a forward sweep at these
+        params, if at hand."""
         prob = self.net.problem
         if gradient == "autograd":
             form, store = "unscaled", True
         elif gradient == "adjoint":
-            form, store = ("partner" if "partner" in self.forms else "unscaled"), False
+            form, store = ("partner" if "partner" in self.forms else "unscaled"), bool(keep_stages)
         else:
             raise OcdlError(f"gradient {gradient!r}: 'adjoint' or 'autograd'")
         if states is None or (store and stages is None):

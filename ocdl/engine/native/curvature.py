@@ -17,7 +17,7 @@ gradient is 'autograd'). Gauss–Newton (``gauss_newton=True``): G v = J_zᵀ H_
 J_z v = ż from the tangent sweep, H_z as :func:`ocdl.engine.torch.hessian._loss_gn`, and J_zᵀ w by
 the first-order backward sweep (:func:`.kernels.backward`) from p^[N] = Wᵀ w. Memory: y^[j] and
 ẏ^[j], O(N·m·d) as the adjoint, and the stage values F_i of the forward sweep, O(s·N·m·d), where
-they fit in :data:`KEEP_STAGES_BYTES` (``keep_stages``: always / never); without them every product
+they fit in :data:`~ocdl.engine.native.compiled.KEEP_STAGES_BYTES` (``keep_stages``: always / never); without them every product
 recomputes them (one tanh per stage value) — the same numbers, bit for bit.
 """
 
@@ -27,11 +27,8 @@ import numpy as np
 import torch
 
 from ocdl import loss as loss_mod, regulariser
-from ocdl.engine.native.compiled import classifier_back
+from ocdl.engine.native.compiled import classifier_back, keeps_stages
 from ocdl.engine.torch.hessian import _loss_gn
-
-
-KEEP_STAGES_BYTES = 256 * 2**20
 
 
 class Curvature:
@@ -49,9 +46,7 @@ class Curvature:
         net, prob = comp.net, comp.net.problem
         self.params = params = obj.unflat(theta.detach())
         N, (d, m) = prob.N, obj.Y0.shape
-        if keep_stages is None:
-            keep_stages = N * comp.s * d * m * 8 <= KEEP_STAGES_BYTES
-        self.stored = bool(keep_stages)
+        self.stored = keeps_stages(N, comp.s, d, m, keep_stages)
         self.states, self.stages = comp.forward(params, obj.Y0, store=self.stored)
         if not self.stored:
             self.stages = comp._none

@@ -40,7 +40,7 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from ocdl.engine.native.kernels import _JIT, _dot, _stage_input, _stage_value, _sum
+from ocdl.engine.native.kernels import _JIT, _dot, _stage_input, _stage_value, _sum, stage_store, wide
 
 
 @nb.njit(inline="always", **_JIT)
@@ -106,6 +106,7 @@ def _plain_stage(states, stages, stored, K, beta, dK, dbeta, j, c0, n, y, dy, Z,
 @nb.njit(**_JIT)
 def _tangent_chunk(states, stages, stored, K, beta, h, dK, dbeta, dh, A, b, skip, dstates, c0, n):
     """The tangent sweep of columns c0 … c0+n−1: dstates[j] = ẏ^[j], ẏ^[0] = 0."""
+    wide()
     N, su, d = K.shape[0], K.shape[1], K.shape[2]
     s = b.shape[0] if skip else 1
     y, dy, Z = np.empty((d, n)), np.zeros((d, n)), np.empty((d, n))
@@ -151,6 +152,7 @@ def _second_chunk(states, stages, stored, dstates, K, beta, h, dK, dbeta, dh, A,
                   pN, dpN, hK, hb, hh, c0, n):
     """The second-order adjoint sweep of columns c0 … c0+n−1 from p^[N], ṗ^[N]; adds this chunk's
     (∇²E v) of K, β, h into hK, hb, hh (zeroed by the caller, one row per chunk)."""
+    wide()
     N, su, d = K.shape[0], K.shape[1], K.shape[2]
     s = w.shape[0] if skip else 1
     p, dp = np.empty((d, n)), np.empty((d, n))
@@ -230,6 +232,7 @@ def _second_chunk(states, stages, stored, dstates, K, beta, h, dK, dbeta, dh, A,
 @nb.njit(**_JIT)
 def tangent(states, stages, stored, K, beta, h, dK, dbeta, dh, A, b, skip, dstates, chunk):
     """The tangent sweep over all columns (chunk by chunk)."""
+    wide()
     m = states.shape[2]
     for q in range((m + chunk - 1) // chunk):
         c0 = q * chunk
@@ -239,6 +242,7 @@ def tangent(states, stages, stored, K, beta, h, dK, dbeta, dh, A, b, skip, dstat
 
 @nb.njit(parallel=True, **_JIT)
 def tangent_parallel(states, stages, stored, K, beta, h, dK, dbeta, dh, A, b, skip, dstates, chunk):
+    wide()
     m = states.shape[2]
     for q in prange((m + chunk - 1) // chunk):
         c0 = q * chunk
@@ -250,6 +254,7 @@ def tangent_parallel(states, stages, stored, K, beta, h, dK, dbeta, dh, A, b, sk
 def second(states, stages, stored, dstates, K, beta, h, dK, dbeta, dh, A, c0s, coef, w, skip, pN, dpN,
            hK, hb, hh, chunk):
     """The second-order adjoint sweep over all columns; hK, hb, hh: (chunks, …) zeroed."""
+    wide()
     m = pN.shape[1]
     for q in range((m + chunk - 1) // chunk):
         c0 = q * chunk
@@ -260,6 +265,7 @@ def second(states, stages, stored, dstates, K, beta, h, dK, dbeta, dh, A, c0s, c
 @nb.njit(parallel=True, **_JIT)
 def second_parallel(states, stages, stored, dstates, K, beta, h, dK, dbeta, dh, A, c0s, coef, w, skip, pN,
                     dpN, hK, hb, hh, chunk):
+    wide()
     m = pN.shape[1]
     for q in prange((m + chunk - 1) // chunk):
         c0 = q * chunk
@@ -271,7 +277,7 @@ def warm_up(parallel: bool = False) -> None:
     """Compile (or load from numba's cache) the kernels at the engine's one signature (the caller
     holds the lock of :func:`ocdl.engine.native.compiled.kernels`)."""
     d, m, N, s = 2, 3, 2, 2
-    states, stages = np.zeros((N + 1, d, m)), np.zeros((N, s, d, m))
+    states, stages = np.zeros((N + 1, d, m)), stage_store(N, s, d, m, 256)
     K, beta, h = np.zeros((N, 1, d, d)), np.zeros((N, 1, d)), np.full(N, 0.1)
     A, b = np.zeros((s, s)), np.full(s, 0.5)
     hK, hb, hh = np.zeros((1, N, 1, d, d)), np.zeros((1, N, 1, d)), np.zeros((1, N))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ocdl.engine.native.kernels import _JIT, backward, chunk_sum, forward, loss2
+from ocdl.engine.native.kernels import _JIT, backward, chunk_sum, forward, loss2, wide
 
 # status of a block
 DONE, LINE_SEARCH_FAILED, NOT_FINITE, GTOL = 0, 1, 2, 3
@@ -33,6 +33,7 @@ DONE, LINE_SEARCH_FAILED, NOT_FINITE, GTOL = 0, 1, 2, 3
 
 @nb.njit(**_JIT)
 def _sumsq(x, o, n):
+    wide()
     acc = 0.0
     for i in range(o, o + n):
         acc += x[i] * x[i]
@@ -44,6 +45,7 @@ def value_grad(theta, want_grad, fresh, P, Y0, c, states, stages, pN, gW, gK, gb
     """E(θ), and ∇E into g with ``want_grad``; ``fresh``: run the forward sweep (else the states
     (and stages) of the last sweep at this θ are used). ``P``: the problem's tuple of
     :meth:`ocdl.engine.native.objective.CompiledObjective.layout`."""
+    wide()
     (N, su, d, code, scale, A, b, skip, c0s, coef, w, store, chunk, oK, ob, oW, omu, oh,
      h0, W0, mu0, alpha, smooth) = P
     nK, nb_ = N * su * d * d, N * su * d
@@ -111,6 +113,7 @@ def armijo(theta, E, g, alpha_prev, n, gtol, c_armijo, rho, alpha_max, max_backt
            pN, gW, gK, gb, gh, trial, g_new, hist_E, hist_gn, hist_step):
     """Up to n gd-armijo iterations from (θ, E, g) (updated in place): (E, α_prev, iterations
     done, status, objective evaluations, gradient evaluations)."""
+    wide()
     done, status, evals, grads = 0, DONE, 0, 0
     nt = theta.shape[0]
     while done < n:

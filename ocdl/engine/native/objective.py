@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ocdl import regulariser
-from ocdl.engine.native.compiled import Compiled
+from ocdl.engine.native.compiled import Compiled, keeps_stages
 from ocdl.engine.torch.optim import Objective
 
 
@@ -20,6 +20,16 @@ class CompiledObjective(Objective):
     the same θ runs the backward sweep only."""
 
     threads: int = 1
+    keep_stages: bool | None = None  # for 'adjoint': keep the stage values (None: where they fit)
+
+    def stores_stages(self) -> bool:
+        """Whether the sweeps keep every layer's stage values: always for 'autograd'; for 'adjoint'
+        by :attr:`keep_stages` (:func:`~ocdl.engine.native.compiled.keeps_stages`). Kept or
+        recomputed, they are the same numbers: E and ∇E do not depend on it, bit for bit."""
+        if self.gradient == "autograd":
+            return True
+        d, m = self.Y0.shape
+        return keeps_stages(self.net.problem.N, self.compiled().s, d, m, self.keep_stages)
 
     def compiled(self, data: bool = False) -> Compiled:
         key = "_compiled_data" if data else "_compiled"
@@ -46,8 +56,8 @@ class CompiledObjective(Objective):
             i += n
         N, d, m = prob.N, net.d, self.Y0.shape[1]
         su = -(-int(self.base["K"].numel()) // (N * d * d))
-        store = self.gradient == "autograd"
-        form = "unscaled" if store or "partner" not in comp.forms else "partner"
+        store = self.stores_stages()
+        form = "unscaled" if self.gradient == "autograd" or "partner" not in comp.forms else "partner"
         c0s, coef, w = comp.forms[form]
         alpha = prob.tikhonov()
         base = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in self.base.items()}
@@ -58,7 +68,7 @@ class CompiledObjective(Objective):
              prob.objective.smooth / prob.h)
         nq = (m + comp.chunk - 1) // comp.chunk
         work = dict(Y0=np.ascontiguousarray(self.Y0.numpy()), c=np.ascontiguousarray(self.c.numpy()),
-                    states=np.empty((N + 1, d, m)), stages=np.empty((N, comp.s, d, m)) if store else comp._none,
+                    states=np.empty((N + 1, d, m)), stages=comp.k.stage_store(N, comp.s, d, m, comp.chunk) if store else comp._none,
                     pN=np.empty((d, m)), gW=np.empty(d), gK=np.zeros((nq, N, su, d, d)), gb=np.zeros((nq, N, su, d)),
                     gh=np.zeros((nq, N)), g=np.empty(i))
         self._layout = (loop, P, work)
@@ -109,7 +119,7 @@ class CompiledObjective(Objective):
         self.evals += 1
         params = self.unflat(theta)
         comp = self.compiled()
-        states, stages = comp.forward(params, self.Y0, store=self.gradient == "autograd")
+        states, stages = comp.forward(params, self.Y0, store=self.stores_stages())
         self._last = (theta, states, stages)
         return comp.finish(params, states, self.c, self.Y0.shape[1])[0]
 
@@ -124,7 +134,8 @@ class CompiledObjective(Objective):
         params = self.unflat(theta)
         last = getattr(self, "_last", None)
         states, stages = (last[1], last[2]) if last is not None and last[0] is theta else (None, None)
-        E, g = self.compiled().value_grad(params, self.Y0, self.c, self.gradient, states=states, stages=stages)
+        E, g = self.compiled().value_grad(params, self.Y0, self.c, self.gradient, states=states, stages=stages,
+                                          keep_stages=self.stores_stages())
         self._last = None
         return float(E), self.flat(g)
 
@@ -133,7 +144,7 @@ class CompiledObjective(Objective):
         (:class:`ocdl.engine.native.curvature.Curvature`)."""
         from ocdl.engine.native.curvature import Curvature
 
-        return Curvature(self, theta, gauss_newton)
+        return Curvature(self, theta, gauss_newton, keep_stages=self.keep_stages)
 
     def batch_value_grad(self, theta, idx):
         if idx is None:
@@ -142,7 +153,7 @@ class CompiledObjective(Objective):
         params = self.unflat(theta)
         prob = self.net.problem
         Yb, cb = self.Y0[:, idx], self.c[..., idx]
-        L, g = self.compiled(data=True).value_grad(params, Yb, cb, self.gradient)
+        L, g = self.compiled(data=True).value_grad(params, Yb, cb, self.gradient, keep_stages=self.stores_stages())
         b = int(idx.numel())
         scale = 1.0 / b if prob.objective.mean else self.Y0.shape[1] / b
         with torch.inference_mode():
